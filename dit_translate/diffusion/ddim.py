@@ -1,0 +1,192 @@
+"""DDIM sampling and inversion as small pure functions over an epsilon predictor.
+
+Notation (DDPM/DDIM, epsilon prediction): ``a_t`` is the cumulative alpha of timestep ``t``;
+``x0_hat = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t)``.
+
+Timesteps come from a diffusers scheduler (``set_timesteps``), so spacing, ``steps_offset`` and the
+"final alpha" follow the model's own scheduler config. A step from ``t`` goes to
+``t - num_train_timesteps // num_steps`` exactly as in ``diffusers.DDIMScheduler``; inversion walks the
+same grid upwards and evaluates the model at the *target* timestep, as ``diffusers.DDIMInverseScheduler``
+does, so the U-Net sees exactly the sampling timesteps during inversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
+"""``eps_fn(x, t) -> eps``: the noise prediction for ``x`` (B, C, H, W) at integer timestep ``t``."""
+
+StepCallback = Callable[[int, int, int, torch.Tensor], None]
+"""``callback(i, n, t, x)``: called after step ``i`` of ``n`` (0-based) at timestep ``t`` with the new ``x``."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The discrete noise schedule of a diffusion model.
+
+    ``alphas_cumprod``: (T,) float32, decreasing in t. ``final_alpha``: cumulative alpha used for the
+    level "below" timestep 0 (1.0 or ``alphas_cumprod[0]``, per the scheduler's ``set_alpha_to_one``).
+    """
+
+    alphas_cumprod: torch.Tensor
+    final_alpha: torch.Tensor
+    num_train_timesteps: int
+
+    @classmethod
+    def from_scheduler(cls, scheduler) -> Schedule:
+        """Read the schedule of a diffusers DDIM-family scheduler (``DDIMScheduler``, ``DDIMInverseScheduler``...)."""
+        alphas = scheduler.alphas_cumprod.to(torch.float32)
+        set_to_one = getattr(scheduler.config, "set_alpha_to_one", True)
+        final = torch.tensor(1.0) if set_to_one else alphas[0].clone()
+        return cls(alphas, final, int(scheduler.config.num_train_timesteps))
+
+    def alpha(self, t: int) -> torch.Tensor:
+        """Cumulative alpha of timestep ``t`` (``final_alpha`` for t < 0), a 0-d float32 tensor."""
+        return self.alphas_cumprod[t] if t >= 0 else self.final_alpha
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A descending list of sampling timesteps and the grid stride between them.
+
+    ``timesteps[i]`` steps to ``timesteps[i] - stride`` (which equals ``timesteps[i + 1]`` except at
+    the end, where it may be negative: the clean level).
+    """
+
+    timesteps: tuple[int, ...]
+    stride: int
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def prev(self, t: int) -> int:
+        return t - self.stride
+
+    def tail(self, strength: float) -> Steps:
+        """The last ``int(len * strength)`` steps: SDEdit's strength rule, as diffusers img2img applies it."""
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        n = len(self.timesteps)
+        run = min(int(n * strength), n)
+        return Steps(self.timesteps[n - run :], self.stride)
+
+
+def make_steps(scheduler, num_steps: int) -> Steps:
+    """The sampling grid of ``scheduler`` for ``num_steps`` steps (calls ``scheduler.set_timesteps``)."""
+    if int(num_steps) < 1:
+        raise ValueError(f"steps must be at least 1, got {num_steps}")
+    if num_steps > scheduler.config.num_train_timesteps:
+        raise ValueError(f"steps must be at most {scheduler.config.num_train_timesteps}, got {num_steps}")
+    scheduler.set_timesteps(int(num_steps))
+    stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    return Steps(tuple(int(t) for t in scheduler.timesteps), stride)
+
+
+def predict_x0(x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Tweedie estimate ``x0_hat = (x - sqrt(1 - a) eps) / sqrt(a)``."""
+    return (x - (1 - alpha) ** 0.5 * eps) / alpha**0.5
+
+
+def ddim_sigma(alpha: torch.Tensor, alpha_prev: torch.Tensor, eta: float) -> torch.Tensor:
+    """DDIM noise scale ``eta * sqrt((1 - a_prev) / (1 - a)) * sqrt(1 - a / a_prev)``."""
+    return eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)) ** 0.5
+
+
+def ddim_update(
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_prev: torch.Tensor,
+    sigma: torch.Tensor | float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z``.
+
+    The x0 and eps terms are separate arguments so that guided methods can change one of them only
+    (AGG's asymmetric update passes a guided ``x0`` with the unguided ``eps``).
+    """
+    x_prev = alpha_prev**0.5 * x0 + (1 - alpha_prev - sigma**2) ** 0.5 * eps
+    if noise is not None:
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def ddim_step(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    t: int,
+    t_prev: int,
+    schedule: Schedule,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One DDIM step from timestep ``t`` to ``t_prev`` (< t); equals ``DDIMScheduler.step`` without clipping."""
+    a, a_prev = schedule.alpha(t), schedule.alpha(t_prev)
+    x0 = predict_x0(x, eps, a)
+    if eta == 0:
+        return ddim_update(x0, eps, a_prev)
+    sigma = ddim_sigma(a, a_prev, eta)
+    noise = randn_tensor(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
+    return ddim_update(x0, eps, a_prev, sigma, noise)
+
+
+def ddim_sample(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    steps: Steps,
+    schedule: Schedule,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Run DDIM over ``steps`` from the noise level of ``steps.timesteps[0]`` down to the clean level."""
+    n = len(steps)
+    for i, t in enumerate(steps.timesteps):
+        x = ddim_step(x, eps_fn(x, t), t, steps.prev(t), schedule, eta, generator)
+        if callback is not None:
+            callback(i, n, t, x)
+    return x
+
+
+def ddim_invert(
+    eps_fn: EpsFn,
+    x0: torch.Tensor,
+    steps: Steps,
+    schedule: Schedule,
+    callback: StepCallback | None = None,
+) -> dict[int, torch.Tensor]:
+    """Deterministic DDIM inversion of clean ``x0`` up the grid of ``steps`` (run in reverse).
+
+    Each step goes from level ``t - stride`` to level ``t`` with ``eps_fn`` evaluated at timestep ``t``
+    (``diffusers.DDIMInverseScheduler``'s convention), so ``eps_fn`` sees exactly the timesteps that
+    sampling over ``steps`` will see. Returns ``{t: x_t}`` for every timestep of ``steps``; the
+    latent to start sampling from is ``result[steps.timesteps[0]]``.
+    """
+    latents: dict[int, torch.Tensor] = {}
+    x = x0
+    ascending = steps.timesteps[::-1]
+    for i, t in enumerate(ascending):
+        a_from, a_to = schedule.alpha(steps.prev(t)), schedule.alpha(t)
+        eps = eps_fn(x, t)
+        x = ddim_update(predict_x0(x, eps, a_from), eps, a_to)
+        latents[t] = x
+        if callback is not None:
+            callback(i, len(ascending), t, x)
+    return latents
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:
+    """Forward process ``q(x_t | x0) = sqrt(a_t) x0 + sqrt(1 - a_t) noise`` (``DDPMScheduler.add_noise``)."""
+    a = schedule.alpha(t).to(x0.device, x0.dtype)
+    return a**0.5 * x0 + (1 - a) ** 0.5 * noise
+
+
+def timestep_at_fraction(steps: Sequence[int], fraction: float) -> set[int]:
+    """The first ``int(fraction * len(steps))`` timesteps of a descending list (PnP's tau thresholds)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    return set(list(steps)[: int(fraction * len(steps))])

@@ -1,0 +1,96 @@
+"""Semantic-discrepancy correction of SDEdit (Yuan et al., IEEE/CAA JAS 2025).
+
+SDEdit's noised source loses semantic integrity in the decoder; the correction replaces erroneous
+decoder features of the SDEdit pass with accurate ones computed from the source itself:
+
+- ``released`` (the authors' code): ONE U-Net pass on the clean source latent (empty prompt, no
+  CFG, at ``feature_timestep``) records the self-attention probabilities of ``up_blocks[1]``'s
+  attentions and the residual feature of ``up_blocks[1].resnets[2]``; they overwrite the SDEdit
+  pass's at every step in both CFG branches. Cost: SDEdit + 1 U-Net evaluation.
+- ``trajectory`` (the paper's description, PnP-style): a DDIM inversion of the source over
+  SDEdit's own timesteps records features per timestep; step ``t`` of SDEdit receives the features
+  of inversion timestep ``t``, attention maps during the first ``tau_attn`` and ResBlock features
+  during the first ``tau_feat`` fraction of the steps run. Cost: SDEdit + one inversion.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dit_translate.diffusion.ddim import Steps, ddim_invert, timestep_at_fraction
+from dit_translate.diffusion.denoiser import Denoiser
+from dit_translate.diffusion.features import FeatureSet, inject_features, record_features
+from dit_translate.diffusion.models import DiffusionModels
+from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter
+from dit_translate.methods.sdedit import Injector, sdedit
+
+VARIANTS = ("released", "trajectory")
+
+DEFAULT_FEATURES = FeatureSet(
+    attn_probs=("up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2"),
+    resnet=("up_blocks.1.resnets.2",),
+)
+"""SD 1.x/2.x layers of the released code: LDM ``output_blocks[3..5]`` attention maps, block 5's ResBlock."""
+
+
+def released_injector(models: DiffusionModels, features: FeatureSet, feature_timestep: int = 1) -> Injector:
+    """One clean-source U-Net pass records ``features``; they are injected at every timestep."""
+
+    def injector(denoiser: Denoiser, z0: torch.Tensor, _run: Steps, _progress: Progress | None):
+        with record_features(models.unet, features) as store:
+            denoiser.raw(z0, feature_timestep, models.empty_context())
+        return inject_features(models.unet, features, store, lambda _kind, _t: feature_timestep)
+
+    return injector
+
+
+def trajectory_injector(
+    models: DiffusionModels, features: FeatureSet, tau_attn: float = 0.5, tau_feat: float = 0.8
+) -> Injector:
+    """A DDIM inversion over SDEdit's timesteps records ``features`` per timestep (PnP-style windows)."""
+    check_range("tau_attn", tau_attn, 0.0, 1.0)
+    check_range("tau_feat", tau_feat, 0.0, 1.0)
+
+    def injector(denoiser: Denoiser, z0: torch.Tensor, run: Steps, progress: Progress | None):
+        context = models.empty_context()
+        with record_features(models.unet, features) as store:
+            ddim_invert(
+                lambda x, t: denoiser.raw(x, t, context), z0, run, denoiser.schedule,
+                step_reporter(progress, "inverting the source"),
+            )
+        windows = {"resnet": timestep_at_fraction(run.timesteps, tau_feat)}
+        attn_window = timestep_at_fraction(run.timesteps, tau_attn)
+
+        def select(kind: str, t: int) -> int | None:
+            return t if t in windows.get(kind, attn_window) else None
+
+        return inject_features(models.unet, features, store, select)
+
+    return injector
+
+
+def correct(
+    models: DiffusionModels,
+    image: torch.Tensor,
+    prompt: str,
+    *,
+    variant: str = "released",
+    features: FeatureSet | None = None,
+    feature_timestep: int = 1,
+    tau_attn: float = 0.5,
+    tau_feat: float = 0.8,
+    **sdedit_kwargs,
+) -> TranslationResult:
+    """SDEdit of ``image`` (1, 3, H, W) in [-1, 1] with the semantic-discrepancy correction.
+
+    ``features`` defaults to ``DEFAULT_FEATURES`` (pass a preset's layer map for other U-Nets); an
+    empty ``FeatureSet`` makes this exactly SDEdit. Other keyword arguments are SDEdit's.
+    """
+    features = DEFAULT_FEATURES if features is None else features
+    if variant == "released":
+        injector = released_injector(models, features, feature_timestep)
+    elif variant == "trajectory":
+        injector = trajectory_injector(models, features, tau_attn, tau_feat)
+    else:
+        raise ValueError(f"unknown correction variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return sdedit(models, image, prompt, injector=injector if features else None, method=f"correct-{variant}", **sdedit_kwargs)

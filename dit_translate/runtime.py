@@ -1,0 +1,55 @@
+"""Device, dtype, seeding and offline detection: the few process-wide runtime choices."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """The device to run on: ``prefer`` if given ("cpu", "cuda", "cuda:1", "mps"), else cuda > mps > cpu."""
+    if prefer:
+        device = torch.device(prefer)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {prefer!r} was requested but CUDA is not available on this machine")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {prefer!r} was requested but MPS is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, prefer: str | None = None) -> torch.dtype:
+    """Weights dtype: ``prefer`` ("float32", "float16", "bfloat16") if given, else fp16 on CUDA, fp32 elsewhere."""
+    if prefer:
+        try:
+            dtype = getattr(torch, prefer)
+        except AttributeError:
+            raise ValueError(f"unknown dtype {prefer!r}; use float32, float16 or bfloat16") from None
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {prefer!r}; use float32, float16 or bfloat16")
+        return dtype
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) for reproducible runs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded with ``seed``; CPU generators give the same numbers on every machine."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face Hub must not be contacted (``HF_HUB_OFFLINE`` set to a true value)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
