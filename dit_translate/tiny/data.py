@@ -1,0 +1,215 @@
+"""The tiny world's data: public-domain photos from the scikit-image wheel and classical styles.
+
+Photos load offline (no pooch). ``HELD_OUT`` photos never enter the training split. Training
+images are random square crops (random scale, horizontal flip) resized to ``size`` pixels; each
+crop is rendered in every style of ``STYLES`` by deterministic classical filters, so a crop and
+its stylised versions are pixel-aligned pairs. Captions name the style and the photo's content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from skimage import data as skdata
+from skimage import feature
+
+# skimage.data loader name -> content words used in captions
+PHOTOS: dict[str, str] = {
+    "astronaut": "an astronaut",
+    "rocket": "a rocket",
+    "hubble_deep_field": "galaxies in deep space",
+    "retina": "a retina",
+    "immunohistochemistry": "stained tissue",
+    "brick": "a brick wall",
+    "grass": "grass",
+    "gravel": "gravel",
+    "coins": "old coins",
+    "camera": "a cameraman",
+    "clock": "a clock",
+    "cell": "a cell",
+    "horse": "a horse",
+    "text": "letters",
+    "chelsea": "a cat",
+    "coffee": "a cup of coffee",
+}
+HELD_OUT: tuple[str, ...] = ("chelsea", "coffee")
+STYLES: tuple[str, ...] = ("photo", "comic", "pencil", "watercolor")
+_STYLE_PHRASES = {
+    "photo": "a photo of",
+    "comic": "a comic drawing of",
+    "pencil": "a pencil sketch of",
+    "watercolor": "a watercolor painting of",
+}
+
+
+def caption(style: str, content: str) -> str:
+    """``caption("comic", "a cat") == "a comic drawing of a cat"``."""
+    return f"{_STYLE_PHRASES[style]} {content}"
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    """Any skimage image (bool, grey, RGB, RGBA) -> uint8 HxWx3."""
+    if img.dtype == bool:
+        img = np.where(img, 255, 0).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    if img.shape[-1] == 4:
+        alpha = img[..., 3:].astype(np.float32) / 255.0
+        img = (img[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+
+
+def load_photos(split: str) -> dict[str, np.ndarray]:
+    """Photos of ``split`` ("train", "test" or "all") as uint8 HxWx3 arrays, in a fixed order."""
+    if split == "train":
+        names = [n for n in PHOTOS if n not in HELD_OUT]
+    elif split == "test":
+        names = list(HELD_OUT)
+    elif split == "all":
+        names = list(PHOTOS)
+    else:
+        raise ValueError(f"unknown split {split!r}; expected 'train', 'test' or 'all'")
+    return {n: _as_rgb(getattr(skdata, n)()) for n in names}
+
+
+# ---------------------------------------------------------------- styles (uint8 HxWx3 -> same)
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    """float HxWx3 in [0,1] -> HxW luminance in [0,1]."""
+    return x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _smooth_colors(x: np.ndarray, size: int) -> np.ndarray:
+    """Edge-preserving-ish smoothing: a per-channel median filter."""
+    return np.stack([ndimage.median_filter(x[..., c], size=size) for c in range(3)], axis=-1)
+
+
+def _saturate(x: np.ndarray, amount: float) -> np.ndarray:
+    grey = _luma(x)[..., None]
+    return np.clip(grey + (x - grey) * amount, 0.0, 1.0)
+
+
+def _comic(x: np.ndarray) -> np.ndarray:
+    """Flat, saturated colours (median smoothing + 4 levels per channel) and black ink lines."""
+    flat = _saturate(_smooth_colors(x, 5), 1.4)
+    levels = 4
+    flat = (np.floor(flat * levels).clip(0, levels - 1) + 0.5) / levels
+    ink = feature.canny(_luma(x), sigma=2.0, low_threshold=0.05, high_threshold=0.12)
+    out = flat.copy()
+    out[ink] = 0.05
+    return out
+
+
+def _pencil(x: np.ndarray) -> np.ndarray:
+    """Grey colour-dodge sketch: luminance divided by its blurred negative, darker on edges."""
+    grey = _luma(x)
+    blurred_neg = ndimage.gaussian_filter(1.0 - grey, sigma=3.0)
+    dodge = np.clip(grey / np.maximum(1.0 - blurred_neg, 1e-3), 0.0, 1.0)
+    edges = np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1))
+    sketch = np.clip(dodge - 0.5 * np.clip(edges - 0.1, 0.0, 1.0), 0.0, 1.0) ** 1.5
+    return np.stack([sketch] * 3, axis=-1)
+
+
+def _watercolor(x: np.ndarray) -> np.ndarray:
+    """Soft washes on paper: heavy smoothing, light colours, darker pooled borders, paper grain."""
+    wash = ndimage.gaussian_filter(_smooth_colors(x, 7), sigma=(1.0, 1.0, 0.0))
+    wash = _saturate(wash, 1.3)
+    wash = 0.25 + 0.75 * wash  # lighter, as diluted pigment
+    luma = _luma(wash)
+    borders = np.abs(luma - ndimage.gaussian_filter(luma, 2.0))
+    grain = np.random.default_rng(0).standard_normal(x.shape[:2]).astype(np.float32)
+    grain = ndimage.gaussian_filter(grain, 1.0) * 0.03
+    out = wash - 1.5 * borders[..., None] + grain[..., None]
+    return np.clip(out, 0.0, 1.0)
+
+
+_STYLE_FNS = {"photo": None, "comic": _comic, "pencil": _pencil, "watercolor": _watercolor}
+
+
+def stylize(img: np.ndarray, style: str) -> np.ndarray:
+    """Render uint8 HxWx3 ``img`` in ``style`` (one of ``STYLES``); deterministic, same shape."""
+    if style not in _STYLE_FNS:
+        raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
+    fn = _STYLE_FNS[style]
+    if fn is None:
+        return img.copy()
+    out = fn(img.astype(np.float32) / 255.0)
+    return (out * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- crops and the training set
+
+
+def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random square crop (side 30%..100% of the short side), maybe flipped, resized to size."""
+    h, w = img.shape[:2]
+    side = int(rng.uniform(0.3, 1.0) * min(h, w))
+    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = img[top : top + side, left : left + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return resize(crop, size)
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    """uint8 HxWx3 -> uint8 size x size x 3 (antialiased)."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.LANCZOS))
+
+
+def render(photo_crop: np.ndarray, style: str) -> np.ndarray:
+    """Stylise a size x size crop at twice its resolution, then downsample (antialiased lines)."""
+    size = photo_crop.shape[0]
+    if style == "photo":
+        return photo_crop.copy()
+    big = resize(photo_crop, 2 * size)
+    return np.asarray(Image.fromarray(stylize(big, style)).resize((size, size), Image.BOX))
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float (3,H,W) in [-1,1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+class TinyDataset(torch.utils.data.Dataset):
+    """Pre-rendered crops of one split: item i -> (image (3,S,S) in [-1,1], caption, style).
+
+    ``crops_per_photo`` random crops of each photo are drawn with ``seed`` and rendered in every
+    style of ``styles``; ``images`` holds them all as one uint8 tensor (N,3,S,S) for fast batching.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 64,
+        crops_per_photo: int = 64,
+        styles: Sequence[str] = STYLES,
+        seed: int = 0,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        images, self.captions, self.styles, self.photo_names = [], [], [], []
+        for name, photo in load_photos(split).items():
+            for _ in range(crops_per_photo):
+                crop = random_crop(photo, size, rng)
+                for style in styles:
+                    images.append(render(crop, style))
+                    self.captions.append(caption(style, PHOTOS[name]))
+                    self.styles.append(style)
+                    self.photo_names.append(name)
+        self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str]:
+        return self.images[i].float() / 127.5 - 1.0, self.captions[i], self.styles[i]
+
+    def batch(self, idx: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Images ``idx`` as float (B,3,S,S) in [-1,1], horizontally flipped where ``flip``."""
+        x = self.images[idx].float() / 127.5 - 1.0
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x, [self.captions[int(i)] for i in idx]
