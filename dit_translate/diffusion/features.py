@@ -203,6 +203,10 @@ def _features(unet: torch.nn.Module, features: FeatureSet, state: _State) -> Ite
         else:
             attn_kinds.setdefault(full, []).append(kind)
     originals = {name: modules[name].processor for name in attn_kinds}
+    busy = [n for n, p in originals.items() if isinstance(p, FeatureAttnProcessor)]
+    busy += [n for n in resnets if modules[f"{n}.conv2"]._forward_hooks]
+    if busy:
+        raise ValueError(f"layers {busy} already have a feature context; nest contexts on different layers only")
     handles = []
 
     def pre_hook(_module, args, kwargs):

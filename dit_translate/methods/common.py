@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,17 +73,15 @@ def denoise(
     *,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
-    context: AbstractContextManager | None = None,
     progress: Progress | None = None,
     description: str = "denoising",
 ) -> torch.Tensor:
-    """The shared DDIM denoising loop with CFG, optionally inside a feature-injection ``context``."""
+    """The shared DDIM denoising loop with classifier-free guidance."""
 
     def eps_fn(x_t: torch.Tensor, t: int) -> torch.Tensor:
         return denoiser(x_t, t, cond, guidance)
 
-    with context or nullcontext():
-        return ddim_sample(eps_fn, x, steps, denoiser.schedule, eta, generator, step_reporter(progress, description))
+    return ddim_sample(eps_fn, x, steps, denoiser.schedule, eta, generator, step_reporter(progress, description))
 
 
 def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:

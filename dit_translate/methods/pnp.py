@@ -77,19 +77,21 @@ def pnp(
             return t if t in windows.get(kind, attn_window) else None
 
         x = source[run.timesteps[0]]
+        injections = 0
         for i, t in enumerate(run.timesteps):
             active = features.only(*(k for k in KINDS if select(k, t) is not None))
             store = {}
             if active:
                 with record_features(models.unet, active, store):
                     denoiser.raw(source[t], t, empty)
-            with inject_features(models.unet, active, store, select):
+            with inject_features(models.unet, active, store, select) as log:
                 eps = denoiser(x, t, cond, guidance)
+            injections += len(log)
             x = ddim_step(x, eps, t, run.prev(t), denoiser.schedule)
             if progress is not None:
                 progress(i + 1, len(run), "denoising")
         out = models.decode(x).float().cpu()
         seconds = elapsed()
     return TranslationResult(
-        "pnp", out, seconds, denoiser.nfe, extras={"steps_run": len(run), "inversion_steps": len(inv)}
+        "pnp", out, seconds, denoiser.nfe, extras={"steps_run": len(run), "inversion_steps": len(inv), "injections": injections},
     )

@@ -9,7 +9,7 @@ noise (then, with ``eta > 0``, the DDIM noise), so the same inputs give the same
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -53,10 +53,11 @@ def sdedit(
         z0 = models.encode(image, generator)
         noise = randn_tensor(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         x = add_noise(z0, noise, run.timesteps[0], denoiser.schedule)
-        context = injector(denoiser, z0, run, progress) if injector is not None else None
-        z = denoise(denoiser, x, run, cond, guidance, eta=eta, generator=generator, context=context, progress=progress)
+        context = injector(denoiser, z0, run, progress) if injector is not None else nullcontext([])
+        with context as injections:
+            z = denoise(denoiser, x, run, cond, guidance, eta=eta, generator=generator, progress=progress)
         out = models.decode(z).float().cpu()
         seconds = elapsed()
     return TranslationResult(
-        method, out, seconds, denoiser.nfe, extras={"steps_run": len(run), "start_timestep": run.timesteps[0]}
+        method, out, seconds, denoiser.nfe, extras={"steps_run": len(run), "start_timestep": run.timesteps[0], "injections": len(injections)},
     )

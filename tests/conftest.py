@@ -1,0 +1,35 @@
+"""Shared fixtures. The environment is made offline before anything imports huggingface_hub."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def random_sd_folder(tmp_path_factory):
+    """A randomly initialised Stable-Diffusion-layout pipeline folder (SD block structure, tiny width)."""
+    from dit_translate.tiny.random_sd import build_random_sd
+
+    return build_random_sd(tmp_path_factory.mktemp("random-sd") / "pipe", seed=0)
+
+
+@pytest.fixture(scope="session")
+def models(random_sd_folder):
+    from dit_translate.diffusion.models import DiffusionModels
+
+    return DiffusionModels.from_pipeline_folder(random_sd_folder, device=torch.device("cpu"), dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """A real photo (scikit-image's public-domain astronaut), 32x32, as (1, 3, 32, 32) in [-1, 1]."""
+    from skimage import data
+    from skimage.transform import resize
+
+    img = resize(data.astronaut(), (32, 32), anti_aliasing=True)
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() * 2 - 1

@@ -1,0 +1,113 @@
+"""SDEdit, the semantic-discrepancy correction and PnP: parity with diffusers, NFE, injection."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+
+from dit_translate.diffusion.features import FeatureSet
+from dit_translate.methods.correction import DEFAULT_FEATURES, correct
+from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
+from dit_translate.methods.pnp import pnp
+from dit_translate.methods.sdedit import sdedit
+
+PROMPT = "a comic drawing of an astronaut"
+
+
+@pytest.fixture(scope="module")
+def img2img(random_sd_folder):
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(random_sd_folder, safety_checker=None)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("strength,seed", [(0.5, 0), (0.8, 7)])
+def test_sdedit_equals_diffusers_img2img(models, img2img, photo, strength, seed):
+    ours = sdedit(models, photo, PROMPT, strength=strength, steps=10, guidance=7.5, seed=seed)
+    ref = img2img(
+        prompt=PROMPT, image=(photo + 1) / 2, strength=strength, num_inference_steps=10, guidance_scale=7.5,
+        generator=torch.Generator().manual_seed(seed), output_type="pt",
+    ).images
+    torch.testing.assert_close((ours.image / 2 + 0.5).clamp(0, 1), ref, atol=1e-5, rtol=0)
+    assert ours.nfe == 2 * int(10 * strength)
+    assert ours.extras["steps_run"] == int(10 * strength)
+
+
+def test_sdedit_seed_changes_output(models, photo):
+    a = sdedit(models, photo, PROMPT, strength=0.6, steps=5, seed=0)
+    b = sdedit(models, photo, PROMPT, strength=0.6, steps=5, seed=1)
+    assert (a.image - b.image).abs().max() > 1e-3
+
+
+def test_correction_with_no_layers_is_sdedit_bit_for_bit(models, photo):
+    base = sdedit(models, photo, PROMPT, strength=0.7, steps=10, seed=3)
+    for variant in ("released", "trajectory"):
+        same = correct(models, photo, PROMPT, variant=variant, features=FeatureSet(), strength=0.7, steps=10, seed=3)
+        assert torch.equal(same.image, base.image)
+        assert same.nfe == base.nfe
+
+
+def test_released_correction_costs_one_pass_and_injects_every_step(models, photo):
+    base = sdedit(models, photo, PROMPT, strength=0.5, steps=10, seed=0)
+    fixed = correct(models, photo, PROMPT, variant="released", strength=0.5, steps=10, seed=0)
+    assert fixed.nfe == base.nfe + 1
+    layers_per_call = len(DEFAULT_FEATURES.attn_probs) + len(DEFAULT_FEATURES.resnet)
+    assert fixed.extras["injections"] == 5 * layers_per_call  # 5 steps, one batched CFG call each
+    assert (fixed.image - base.image).abs().mean() > 1e-3
+
+
+def test_trajectory_correction_windows(models, photo):
+    base = sdedit(models, photo, PROMPT, strength=1.0, steps=10, seed=0)
+    fixed = correct(
+        models, photo, PROMPT, variant="trajectory", strength=1.0, steps=10, seed=0, tau_attn=0.5, tau_feat=0.8
+    )
+    assert fixed.nfe == base.nfe + 10  # one inversion evaluation per SDEdit step
+    n_attn, n_res = len(DEFAULT_FEATURES.attn_probs), len(DEFAULT_FEATURES.resnet)
+    assert fixed.extras["injections"] == 5 * n_attn + 8 * n_res
+
+
+def test_pnp_nfe_and_injection_windows(models, photo):
+    out = pnp(models, photo, PROMPT, steps=10, inversion_steps=20, guidance=7.5)
+    # inversion: 20; sampling: 2 per step + 1 source pass while a window is open (8 of 10 steps)
+    assert out.nfe == 20 + 10 * 2 + 8
+    n_qk, n_res = len(PNP_FEATURES.attn_qk), len(PNP_FEATURES.resnet)
+    assert out.extras["injections"] == 5 * n_qk + 8 * n_res
+    again = pnp(models, photo, PROMPT, steps=10, inversion_steps=20, guidance=7.5)
+    assert torch.equal(out.image, again.image)  # deterministic
+
+
+def test_pnp_without_injection_is_ddim_from_the_inverted_latent(models, photo):
+    """tau=0 turns PnP into plain inversion + guided DDIM sampling; check it against that composition."""
+    from dit_translate.diffusion.ddim import ddim_invert, ddim_sample
+
+    out = pnp(models, photo, PROMPT, steps=10, inversion_steps=10, guidance=3.0, negative_prompt="", tau_feat=0, tau_attn=0)
+    den = models.denoiser()
+    with torch.inference_mode():
+        z0 = models.encode(photo, sample=False)
+        steps = models.steps(10)
+        empty, cond = models.empty_context(), models.condition(PROMPT, "", 3.0)
+        zT = ddim_invert(lambda x, t: den.raw(x, t, empty), z0, steps, den.schedule)[steps.timesteps[0]]
+        z = ddim_sample(lambda x, t: den(x, t, cond, 3.0), zT, steps, den.schedule)
+        ref = models.decode(z)
+    torch.testing.assert_close(out.image, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"strength": 0.0}, "strength must be in"),
+        ({"strength": 1.5}, "strength must be in"),
+        ({"strength": float("nan")}, "strength must be in"),
+        ({"steps": 0}, "steps must be at least 1"),
+        ({"strength": 0.05, "steps": 10}, "runs no denoising step"),
+        ({"guidance": -1.0}, "guidance must be in"),
+    ],
+)
+def test_bad_knobs_raise_clear_errors(models, photo, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sdedit(models, photo, PROMPT, **kwargs)
+
+
+def test_unknown_variant(models, photo):
+    with pytest.raises(ValueError, match="unknown correction variant 'magic'"):
+        correct(models, photo, PROMPT, variant="magic")
