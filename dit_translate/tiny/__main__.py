@@ -1,4 +1,9 @@
-"""``python -m dit_translate.tiny build|export|eval``: build the tiny world's models."""
+"""``python -m dit_translate.tiny build|export``: train the tiny world's models and export them.
+
+build   runs the stages in order (vae, sd), each resuming from ``<work>/<stage>/checkpoint``,
+        then exports the Stable Diffusion folder to ``--out`` and writes its model card.
+export  exports the latest stage-2 checkpoint now (usable mid-training) with its model card.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,48 @@ import argparse
 import torch
 
 from dit_translate.tiny import build
+from dit_translate.tiny.train_sd import SDTrainConfig
+from dit_translate.tiny.train_vae import VAETrainConfig
+
+STAGES = ("vae", "sd", "export")
+
+
+def _export(work: str, out: str, raw: bool) -> None:
+    from dit_translate.tiny.eval import write_model_card
+
+    folder = build.export(work, out, ema=not raw)
+    write_model_card(folder, work)
+    print(f"exported {folder}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dit_translate.tiny")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("build", help="train every stage (resuming) and export the SD folder")
-    p.add_argument("--out", default="assets/tiny/sd")
-    p.add_argument("--work", default="/work/tiny-runs")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--vae-steps", type=int, default=5000)
-    p.add_argument("--stages", default="vae", help="comma-separated subset of: vae")
+    for name in ("build", "export"):
+        p = sub.add_parser(name)
+        p.add_argument("--out", default="assets/tiny/sd", help="exported Stable Diffusion folder")
+        p.add_argument("--work", default="/work/tiny-runs", help="checkpoints and logs")
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        p.add_argument("--raw", action="store_true", help="export raw instead of EMA weights")
+    b = sub.choices["build"]
+    b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
+    b.add_argument("--unet-steps", type=int, default=SDTrainConfig.steps)
+    b.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command == "export":
+        _export(args.work, args.out, args.raw)
+        return
     stages = args.stages.split(",")
+    if unknown := set(stages) - set(STAGES):
+        parser.error(f"unknown stages {sorted(unknown)}")
     if "vae" in stages:
-        build.build_vae(args.work, args.vae_steps)
+        build.build_vae(args.work, VAETrainConfig(steps=args.vae_steps))
+    if "sd" in stages:
+        build.build_sd(args.work, SDTrainConfig(steps=args.unet_steps))
+    if "export" in stages:
+        _export(args.work, args.out, args.raw)
 
 
 if __name__ == "__main__":

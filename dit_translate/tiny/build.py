@@ -1,18 +1,93 @@
-"""Build the tiny world in stages, each resuming from its checkpoint under ``work``.
+"""Build the tiny world in stages, each resuming from its checkpoint under ``work``, and export.
 
-``<work>/vae``: stage 1, the VAE.  ``<work>/sd``: stage 2, text encoder + U-Net.
+``<work>/vae``: stage 1, the VAE (``final/`` when done). ``<work>/sd``: stage 2, text encoder +
+U-Net. ``export`` turns the latest stage-2 checkpoint (EMA weights by default) into a diffusers
+Stable Diffusion folder, so a usable snapshot exists before training ends.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline
+from safetensors import safe_open
+from transformers import CLIPTokenizer
+
+from dit_translate.tiny.checkpoint import CHECKPOINT_NAME
 from dit_translate.tiny.data import TinyDataset
+from dit_translate.tiny.models import make_sampling_scheduler, make_text_encoder, make_train_scheduler, make_unet
+from dit_translate.tiny.tokenizer import write_clip_tokenizer
+from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
 from dit_translate.tiny.train_vae import VAETrainConfig, train_vae
 
 
-def build_vae(work: str | Path, steps: int) -> None:
+def _data(size: int, crops_per_photo: int, seed: int) -> TinyDataset:
+    return TinyDataset("train", size, crops_per_photo, seed=seed)
+
+
+def build_vae(work: str | Path, cfg: VAETrainConfig) -> None:
     """Stage 1: train (or finish) the VAE; writes ``<work>/vae/final``."""
-    cfg = VAETrainConfig(steps=steps)
-    data = TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed)
-    train_vae(Path(work) / "vae", cfg, data)
+    train_vae(Path(work) / "vae", cfg, _data(cfg.size, cfg.crops_per_photo, cfg.seed))
+
+
+def load_tokenizer(work: str | Path) -> CLIPTokenizer:
+    """The CLIP tokenizer folder ``<work>/tokenizer`` (written on first use)."""
+    folder = Path(work) / "tokenizer"
+    if not (folder / "vocab.json").exists():
+        write_clip_tokenizer(folder)
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def build_sd(work: str | Path, cfg: SDTrainConfig) -> None:
+    """Stage 2: train (or finish) text encoder + U-Net on the stage-1 VAE's latents."""
+    work = Path(work)
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
+    data = _data(cfg.size, cfg.crops_per_photo, cfg.seed)
+    train_sd(work / "sd", cfg, vae, load_tokenizer(work), data)
+
+
+def load_stage2(work: str | Path, ema: bool = True) -> tuple[NoisePrediction, int]:
+    """Text encoder + U-Net from the latest stage-2 checkpoint (EMA or raw weights), and its step."""
+    sd = Path(work) / "sd"
+    cfg = json.loads((sd / "train_config.json").read_text())
+    module = NoisePrediction(make_unet(**cfg["unet"]), make_text_encoder(**cfg["text"]), make_train_scheduler())
+    with safe_open(str(sd / CHECKPOINT_NAME), framework="pt") as f:
+        step = json.loads(f.metadata()["state"])["step"]
+        state = {k.removeprefix("model."): f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+        module.load_state_dict(state)
+        if ema:
+            with torch.no_grad():
+                for i, p in enumerate(module.parameters()):
+                    p.copy_(f.get_tensor(f"ema.{i}"))
+    return module.eval(), step
+
+
+def export(work: str | Path, out: str | Path, ema: bool = True) -> Path:
+    """Write a diffusers ``StableDiffusionPipeline`` folder (safetensors) to ``out``; returns it.
+
+    The folder is assembled next to ``out`` and swapped in, so ``out`` is never half-written.
+    """
+    work, out = Path(work), Path(out)
+    module, step = load_stage2(work, ema)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(work / "vae" / "final"),
+        text_encoder=module.text_encoder,
+        tokenizer=load_tokenizer(work),
+        unet=module.unet,
+        scheduler=make_sampling_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "training_step.json").write_text(json.dumps({"stage2_step": step, "ema": ema}))
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out

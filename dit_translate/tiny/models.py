@@ -44,7 +44,7 @@ UNET_CONFIG: dict = {
     "out_channels": 4,
     "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
     "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-    "block_out_channels": [32, 64, 64, 64],
+    "block_out_channels": [32, 32, 64, 64],
     "layers_per_block": 2,
     "norm_num_groups": 16,
     "cross_attention_dim": 32,

@@ -21,7 +21,7 @@ from dit_translate.tiny.models import VAE_CONFIG, make_vae
 
 @dataclass
 class VAETrainConfig:
-    steps: int = 4000
+    steps: int = 5000
     batch_size: int = 16
     lr: float = 5e-4
     warmup: int = 100

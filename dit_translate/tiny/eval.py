@@ -1,0 +1,147 @@
+"""Evaluate the tiny world: held-out VAE PSNR, loss-curve PNG and the exported folder's model card."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image, ImageDraw
+
+from dit_translate.tiny.data import HELD_OUT, PHOTOS, STYLES, TinyDataset, load_photos
+
+_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
+
+
+@torch.no_grad()
+def vae_psnr(vae: AutoencoderKL, size: int = 64, crops_per_photo: int = 16, seed: int = 1) -> dict[str, float]:
+    """Mean PSNR (dB, images in [0,255]) of deterministic (posterior-mean) reconstructions of
+    random crops of the held-out photos, per style; keys are the style names."""
+    data = TinyDataset("test", size, crops_per_photo, seed=seed)
+    styles = np.array(data.styles)
+    x = data.images.float() / 127.5 - 1.0
+    recon = torch.cat([vae.decode(vae.encode(c).latent_dist.mean).sample for c in x.split(64)])
+    mse = ((recon.clamp(-1, 1) - x) * 127.5).pow(2).flatten(1).mean(1)
+    psnr = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
+    return {s: float(psnr[torch.from_numpy(styles == s)].mean()) for s in STYLES}
+
+
+def read_curve(path: str | Path, column: str = "loss") -> tuple[list[int], list[float]]:
+    """(steps, values) of one column of a training ``loss.csv``."""
+    with Path(path).open() as f:
+        rows = list(csv.DictReader(f))
+    return [int(r["step"]) for r in rows], [float(r[column]) for r in rows]
+
+
+def plot_curves(curves: dict[str, tuple[list[int], list[float]]], out: str | Path,
+                size: tuple[int, int] = (640, 360)) -> Path:
+    """Draw named loss curves (log-scale y, each normalised to its own x range) into a PNG."""
+    w, h = size
+    left, right, top, bottom = 60, 20, 20, 40
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    values = [v for _, ys in curves.values() for v in ys if v > 0]
+    lo, hi = math.log10(min(values)), math.log10(max(values))
+    hi = hi if hi > lo else lo + 1
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for k in range(math.floor(lo), math.ceil(hi) + 1):
+        y = h - bottom - (k - lo) / (hi - lo) * (h - top - bottom)
+        if top <= y <= h - bottom:
+            draw.line([left - 4, y, left, y], fill="black")
+            draw.text((4, y - 6), f"1e{k}", fill="black")
+    draw.text((left, h - bottom + 8), "training progress (each curve: step 0 .. its last step)", fill="black")
+    for i, (name, (steps, ys)) in enumerate(curves.items()):
+        color = _COLORS[i % len(_COLORS)]
+        last = max(steps[-1], 1)
+        pts = [(left + s / last * (w - left - right), h - bottom - (math.log10(v) - lo) / (hi - lo) * (h - top - bottom))
+               for s, v in zip(steps, ys) if v > 0]
+        draw.line(pts, fill=color, width=2)
+        draw.text((w - right - 200, top + 8 + 14 * i), f"{name} (last step {steps[-1]})", fill=color)
+    img.save(out)
+    return Path(out)
+
+
+def _csv_tail(path: Path) -> dict[str, str]:
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    return rows[-1] if rows else {}
+
+
+def write_model_card(folder: str | Path, work: str | Path) -> Path:
+    """Write ``README.md``, ``loss_curve.png`` and ``eval.json`` into the exported ``folder``."""
+    folder, work = Path(folder), Path(work)
+    vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
+    psnr = vae_psnr(vae)
+    curves = {f"{name} loss": read_curve(work / stage / "loss.csv")
+              for name, stage in (("VAE", "vae"), ("U-Net+text", "sd"))}
+    plot_curves(curves, folder / "loss_curve.png")
+    vae_last, sd_last = _csv_tail(work / "vae" / "loss.csv"), _csv_tail(work / "sd" / "loss.csv")
+    vae_cfg = json.loads((work / "vae" / "train_config.json").read_text())
+    sd_cfg = json.loads((work / "sd" / "train_config.json").read_text())
+    step = json.loads((folder / "training_step.json").read_text())
+    results = {"heldout_vae_psnr_db": psnr, "vae_last": vae_last, "sd_last": sd_last, **step}
+    (folder / "eval.json").write_text(json.dumps(results, indent=2))
+    train_photos = ", ".join(n for n in PHOTOS if n not in HELD_OUT)
+    psnr_rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in psnr.items())
+    vae_params = sum(p.numel() for p in vae.parameters())
+    card = f"""---
+license: cc0-1.0
+library_name: diffusers
+tags: [stable-diffusion, toy, tiny]
+---
+# dit-translate tiny Stable Diffusion (toy world)
+
+A Stable-Diffusion-style model (diffusers folder: `vae`, `text_encoder`, `tokenizer`, `unet`,
+`scheduler`) trained from scratch on CPU by `python -m dit_translate.tiny build`. It exists so
+that every editing method of dit-translate runs offline on real (if tiny) trained weights, with
+exactly the code path used for Stable Diffusion 1.5/2.1. **It is a toy**: 64x64 pixels, trained
+on {len(PHOTOS) - len(HELD_OUT)} photos; it cannot generate or edit real-world images well.
+
+## Data
+Public-domain / CC0 images that ship inside the scikit-image wheel (`skimage.data`):
+{train_photos}. Held out entirely (never trained on): {", ".join(HELD_OUT)}.
+Random square crops (30-100% of the short side, flips) at 64 px, each rendered in the styles
+{", ".join(STYLES)} with classical filters (`dit_translate/tiny/data.py`). Captions:
+"a photo of ...", "a comic drawing of ...", "a pencil sketch of ...", "a watercolor painting of
+...", e.g. "a comic drawing of an astronaut".
+
+## Recipe
+- VAE: `AutoencoderKL`, blocks {vae_cfg["model"]["block_out_channels"]} (x4 downsampling), 4 latent
+  channels, {vae_params / 1e6:.2f} M params; loss MSE + {vae_cfg["l1_weight"]} L1 +
+  {vae_cfg["grad_weight"]} image-gradient L1 + {vae_cfg["kl_weight"]} KL; AdamW lr {vae_cfg["lr"]},
+  batch {vae_cfg["batch_size"]}, {vae_last.get("step", "?")} steps. `scaling_factor`
+  = 1/std of the latents = {vae.config.scaling_factor:.4f}.
+- Text encoder: `CLIPTextModel` (hidden {sd_cfg["text"]["hidden_size"]},
+  {sd_cfg["text"]["num_hidden_layers"]} layers) with the standard CLIP BPE tokenizer, trained
+  jointly with the U-Net.
+- U-Net: `UNet2DConditionModel` with Stable Diffusion 1.x's block layout (CrossAttnDownBlock2D x3
+  + DownBlock2D / UpBlock2D + CrossAttnUpBlock2D x3, 2 layers per block), channels
+  {sd_cfg["unet"]["block_out_channels"]}, on 4x16x16 latents.
+- Diffusion: DDPM scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction; caption
+  dropout {sd_cfg["caption_dropout"]} (classifier-free guidance); AdamW lr {sd_cfg["lr"]}, batch
+  {sd_cfg["batch_size"]}; EMA decay {sd_cfg["ema_decay"]}. Exported at step
+  {step["stage2_step"]} ({"EMA" if step["ema"] else "raw"} weights). Sampling scheduler: DDIM.
+
+![loss curves](loss_curve.png)
+
+Last logged losses: VAE {vae_last.get("loss", "?")} (step {vae_last.get("step", "?")}),
+U-Net {sd_last.get("loss", "?")} (step {sd_last.get("step", "?")}).
+
+## Held-out evaluation
+VAE reconstruction PSNR (dB) on 64 px crops of the held-out photos:
+
+| style | PSNR |
+|---|---|
+{psnr_rows}
+
+## Limits
+Tiny capacity, 64 px, a handful of photos and four synthetic styles: outputs are blurry and the
+model knows only the words of its captions. Use it to exercise and test the methods, not to judge
+their quality; the real presets (Stable Diffusion) do that.
+"""
+    (folder / "README.md").write_text(card)
+    return folder / "README.md"
