@@ -42,6 +42,7 @@ __all__ = [
     "to_numpy01",
     "to_pil",
     "to_tensor",
+    "to_working_size",
 ]
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -473,3 +474,12 @@ def save_image(img: Image.Image, path: str | os.PathLike, **options: object) -> 
         raise
     return path
 
+
+
+def to_working_size(img: Image.Image, side: int, multiple: int = 8) -> Image.Image:
+    """Resize ``img`` keeping its aspect ratio so the longer side is about ``side`` and both sides are
+    multiples of ``multiple`` (the preset's working size; small images are scaled up)."""
+    long = max(img.size)
+    scale = side / long
+    scaled = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return resize_to(img, fit_size(scaled, multiple=multiple, max_side=max(side, multiple)))

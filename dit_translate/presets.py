@@ -1,0 +1,175 @@
+"""Presets: ``presets/*.toml`` files naming a model (hub id or local folder) and its method defaults.
+
+A preset file looks like::
+
+    name = "sd15"
+    kind = "stable-diffusion"          # stable-diffusion | pixel
+    description = "Stable Diffusion 1.5"
+    model = "stable-diffusion-v1-5/stable-diffusion-v1-5"   # hub id, or a folder (relative to the file)
+    size = 512                          # working size: the longer image side, in pixels
+
+    [defaults]                          # method knobs (CLI/app defaults)
+    steps = 20
+    guidance = 7.5
+    strength = 0.6
+
+    [layers.correction]                 # optional layer maps (diffusers module names)
+    attn_probs = ["up_blocks.1.attentions.0", ...]
+    resnet = ["up_blocks.1.resnets.2"]
+
+Everything is validated when loaded; a bad field is a ``PresetError`` naming the file and field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dit_translate.diffusion.features import KINDS, FeatureSet
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+MODEL_KINDS = ("stable-diffusion", "pixel")
+FALLBACKS = ("random-sd",)
+
+
+class PresetError(ValueError):
+    """A preset that does not exist or has a bad field."""
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """Default knobs of the editing methods for a preset (the app's and CLI's defaults)."""
+
+    steps: int = 20
+    guidance: float = 7.5
+    strength: float = 0.6
+    pnp_inversion_steps: int = 999
+    negative_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One validated preset. ``model`` is a hub id or an absolute local folder."""
+
+    name: str
+    kind: str
+    model: str
+    description: str
+    size: int
+    source: Path
+    revision: str | None = None
+    fallback: str | None = None
+    defaults: MethodDefaults = field(default_factory=MethodDefaults)
+    layers: dict[str, FeatureSet] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        """True when ``model`` is a folder on disk rather than a hub id."""
+        return self.model.startswith("/")
+
+    def features(self, method: str, default: FeatureSet) -> FeatureSet:
+        """The preset's layer map for ``method`` ("correction", "pnp"), else ``default``."""
+        return self.layers.get(method, default)
+
+    def with_model(self, model: str) -> Preset:
+        """The same preset pointed at another model (``--model PATH_OR_HUB_ID``)."""
+        path = Path(model).expanduser()
+        resolved = str(path.resolve()) if path.exists() or model.startswith((".", "/", "~")) else model
+        return Preset(self.name, self.kind, resolved, self.description, self.size, self.source, None, None,
+                      self.defaults, self.layers)
+
+
+_TOP_KEYS = {"name", "kind", "description", "model", "revision", "size", "fallback", "defaults", "layers"}
+
+
+def _check(cond: bool, source: Path, message: str) -> None:
+    if not cond:
+        raise PresetError(f"preset {source.name}: {message}")
+
+
+def parse_preset(data: dict[str, Any], source: Path) -> Preset:
+    """Validate the parsed TOML ``data`` of ``source`` into a ``Preset``."""
+    unknown = set(data) - _TOP_KEYS
+    _check(not unknown, source, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("name", "kind", "model"):
+        _check(isinstance(data.get(key), str) and data[key].strip() != "", source, f"'{key}' must be a non-empty string")
+    _check(data["kind"] in MODEL_KINDS, source, f"'kind' must be one of {MODEL_KINDS}, got {data['kind']!r}")
+    size = data.get("size", 512)
+    _check(isinstance(size, int) and not isinstance(size, bool) and 32 <= size <= 2048 and size % 8 == 0,
+           source, f"'size' must be an integer multiple of 8 in [32, 2048], got {size!r}")
+    fallback = data.get("fallback")
+    _check(fallback is None or fallback in FALLBACKS, source, f"'fallback' must be one of {FALLBACKS}")
+    model = data["model"]
+    if model.startswith((".", "/")) or "/" not in model:
+        model = str((source.parent / model).resolve())
+    return Preset(
+        name=data["name"],
+        kind=data["kind"],
+        model=model,
+        description=str(data.get("description", "")),
+        size=size,
+        source=source,
+        revision=data.get("revision"),
+        fallback=fallback,
+        defaults=_parse_defaults(data.get("defaults", {}), source),
+        layers=_parse_layers(data.get("layers", {}), source),
+    )
+
+
+def _parse_defaults(raw: Any, source: Path) -> MethodDefaults:
+    _check(isinstance(raw, dict), source, "[defaults] must be a table")
+    base = MethodDefaults()
+    values = {}
+    for key, value in raw.items():
+        _check(hasattr(base, key), source, f"unknown [defaults] field {key!r}")
+        expected = type(getattr(base, key))
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+        _check(ok and not isinstance(value, bool), source, f"[defaults] {key} must be a {expected.__name__}")
+        values[key] = expected(value)
+    d = MethodDefaults(**{**base.__dict__, **values})
+    _check(1 <= d.steps <= 1000, source, "[defaults] steps must be in [1, 1000]")
+    _check(1 <= d.pnp_inversion_steps <= 1000, source, "[defaults] pnp_inversion_steps must be in [1, 1000]")
+    _check(0 < d.strength <= 1, source, "[defaults] strength must be in (0, 1]")
+    _check(0 <= d.guidance <= 100, source, "[defaults] guidance must be in [0, 100]")
+    return d
+
+
+def _parse_layers(raw: Any, source: Path) -> dict[str, FeatureSet]:
+    _check(isinstance(raw, dict), source, "[layers] must be a table of tables")
+    layers = {}
+    for method, table in raw.items():
+        _check(isinstance(table, dict), source, f"[layers.{method}] must be a table")
+        bad = set(table) - set(KINDS)
+        _check(not bad, source, f"[layers.{method}] unknown kind(s) {sorted(bad)}; allowed: {KINDS}")
+        for kind, names in table.items():
+            _check(isinstance(names, list) and all(isinstance(n, str) for n in names), source,
+                   f"[layers.{method}] {kind} must be a list of layer names")
+        layers[method] = FeatureSet(**{k: tuple(v) for k, v in table.items()})
+    return layers
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """Load a preset by name (``presets/<name>.toml``) or by path to a ``.toml`` file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PRESET_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        names = ", ".join(p.stem for p in sorted(PRESET_DIR.glob("*.toml")))
+        raise PresetError(f"unknown preset {name_or_path!r}; available presets: {names}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise PresetError(f"preset {path.name}: not valid TOML ({e})") from None
+    return parse_preset(data, path)
+
+
+def list_presets() -> list[Preset]:
+    """All presets under ``presets/`` (editing presets only: files whose ``kind`` is a model kind)."""
+    out = []
+    for path in sorted(PRESET_DIR.glob("*.toml")):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if data.get("kind") in MODEL_KINDS:
+            out.append(parse_preset(data, path))
+    return out

@@ -1,0 +1,180 @@
+"""Loads models by preset, once per process, and shares them (CLI, app tabs, benchmarks).
+
+Hub ids load from the Hugging Face cache or, when online, from the Hub (safetensors and configs
+only: pickled weights are never downloaded). Offline without a cached copy the load fails at once
+with a ``MissingWeightsError`` that names the preset, the missing id and how to get it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dit_translate.diffusion.models import DiffusionModels
+from dit_translate.presets import Preset, load_preset
+from dit_translate.runtime import hub_offline, pick_device, pick_dtype
+
+log = logging.getLogger(__name__)
+
+_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+ALLOW_PATTERNS = [
+    "*.json",  # model_index.json; a pixel model's config.json / scheduler_config.json
+    "diffusion_pytorch_model.safetensors",  # a pixel (UNet2DModel) checkpoint at the repo root
+    *(f"{c}/*.json" for c in _COMPONENTS),
+    *(f"{c}/*.safetensors" for c in _COMPONENTS),
+    "tokenizer/*.txt",
+]
+IGNORE_PATTERNS = ["*.fp16.*", "*non_ema*", "*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.onnx*"]
+UNTRAINED_CACHE = Path.home() / ".cache" / "dit-translate"
+
+
+class MissingWeightsError(RuntimeError):
+    """A preset's weights are neither on disk nor downloadable here."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a preset's weights can be loaded now, and a one-line explanation."""
+
+    ok: bool
+    detail: str
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+
+
+def availability(preset: Preset) -> Availability:
+    """Can ``preset`` load without error right now? Never touches the network."""
+    if preset.is_local:
+        path = Path(preset.model)
+        if _is_model_folder(path):
+            return Availability(True, f"local folder {path}")
+        if preset.fallback:
+            return Availability(True, f"UNTRAINED random weights (trained weights missing at {path})")
+        return Availability(False, f"missing local folder {path}")
+    if _cached_snapshot(preset) is not None:
+        return Availability(True, f"in the Hugging Face cache ({preset.model})")
+    if hub_offline():
+        return Availability(False, f"not cached and HF_HUB_OFFLINE=1 ({preset.model})")
+    return Availability(True, f"downloads {preset.model} from the Hugging Face Hub on first use")
+
+
+def _cached_snapshot(preset: Preset) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(preset.model, revision=preset.revision, allow_patterns=ALLOW_PATTERNS,
+                                      ignore_patterns=IGNORE_PATTERNS, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not usable from the cache"
+        return None
+
+
+def fetch_instructions(preset: Preset) -> str:
+    return (
+        f"download it where the network is available with `hf download {preset.model}` "
+        f"(it then loads from the Hugging Face cache), or pass --model /path/to/a/local/copy"
+    )
+
+
+def resolve_folder(preset: Preset) -> tuple[Path, bool]:
+    """The local folder holding ``preset``'s weights, downloading if allowed; and whether it is untrained."""
+    if preset.is_local:
+        path = Path(preset.model)
+        if _is_model_folder(path):
+            return path, False
+        if preset.fallback == "random-sd":
+            return _untrained_folder(), True
+        raise MissingWeightsError(
+            f"preset {preset.name!r}: model folder {path} does not exist or holds no model "
+            f"(no model_index.json/config.json); check the preset's 'model' field or pass --model"
+        )
+    cached = _cached_snapshot(preset)
+    if cached is not None:
+        return cached, False
+    if hub_offline():
+        raise MissingWeightsError(
+            f"preset {preset.name!r} needs {preset.model!r}, which is not in the Hugging Face cache, and "
+            f"HF_HUB_OFFLINE=1 forbids downloading it: {fetch_instructions(preset)}"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(preset.model, revision=preset.revision, allow_patterns=ALLOW_PATTERNS,
+                                      ignore_patterns=IGNORE_PATTERNS)), False
+    except Exception as e:  # noqa: BLE001 - network, auth, missing repo: one clear message
+        raise MissingWeightsError(
+            f"preset {preset.name!r}: could not download {preset.model!r} ({type(e).__name__}: {e}); "
+            f"{fetch_instructions(preset)}"
+        ) from None
+
+
+def _untrained_folder() -> Path:
+    """A random SD-layout pipeline built once per machine (the ``tiny`` fallback before training)."""
+    from dit_translate.tiny.random_sd import build_random_sd
+
+    folder = UNTRAINED_CACHE / "tiny-untrained"
+    if not (folder / "model_index.json").is_file():
+        log.warning("tiny-world weights not found: building an UNTRAINED random pipeline at %s", folder)
+        tmp = folder.with_name(folder.name + ".partial")
+        build_random_sd(tmp, seed=0)
+        tmp.rename(folder)
+    return folder
+
+
+@dataclass
+class Loaded:
+    """A loaded preset: its models and how it was resolved."""
+
+    preset: Preset
+    models: DiffusionModels
+    folder: Path
+    untrained: bool
+
+
+class ModelStore:
+    """Keeps at most one loaded preset per process; switching presets frees the previous one."""
+
+    def __init__(self, device: str | None = None, dtype: str | None = None) -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self._lock = threading.Lock()
+        self._current: tuple[tuple[str, str], Loaded] | None = None
+
+    def get(self, preset: str | Preset, model: str | None = None) -> Loaded:
+        """The models of ``preset`` (name, path or ``Preset``), optionally pointed at another ``model``."""
+        p = load_preset(preset) if isinstance(preset, str) else preset
+        if model:
+            p = p.with_model(model)
+        key = (p.name, p.model)
+        with self._lock:
+            if self._current is not None and self._current[0] == key:
+                return self._current[1]
+            self._free()
+            folder, untrained = resolve_folder(p)
+            models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype, name=p.name)
+            loaded = Loaded(p, models, folder, untrained)
+            self._current = (key, loaded)
+            return loaded
+
+    def _free(self) -> None:
+        self._current = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+_default: ModelStore | None = None
+
+
+def default_store() -> ModelStore:
+    """The process-wide store (device and dtype chosen by ``runtime``)."""
+    global _default
+    if _default is None:
+        _default = ModelStore()
+    return _default
