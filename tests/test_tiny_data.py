@@ -1,0 +1,148 @@
+"""The tiny world's data, styles, captions, and the exactness of checkpoint/resume and export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dit_translate.tiny import data as D
+from dit_translate.tiny.build import export, load_tokenizer
+from dit_translate.tiny.checkpoint import CHECKPOINT_NAME
+from dit_translate.tiny.models import make_vae
+from dit_translate.tiny.train_sd import SDTrainConfig, train_sd
+from dit_translate.tiny.train_vae import VAETrainConfig, train_vae
+
+SMALL_VAE = {"block_out_channels": [8, 16, 16], "norm_num_groups": 8, "sample_size": 32}
+SMALL_UNET = {"block_out_channels": [8, 8, 16, 16], "norm_num_groups": 8, "cross_attention_dim": 16,
+              "attention_head_dim": 2, "sample_size": 8}
+SMALL_TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "projection_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def train_set() -> D.TinyDataset:
+    return D.TinyDataset("train", size=32, crops_per_photo=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cat() -> np.ndarray:
+    return D.resize(D.load_photos("test")["chelsea"][:, 75:375], 64)
+
+
+def test_held_out_photos_never_in_training_split(train_set):
+    train = D.load_photos("train")
+    held = D.load_photos("test")
+    assert set(held) == set(D.HELD_OUT) and len(D.HELD_OUT) >= 2
+    assert not set(train) & set(D.HELD_OUT)
+    assert not set(train_set.photo_names) & set(D.HELD_OUT)
+    for h in held.values():  # also no alias of a held-out photo (skimage's cat() is chelsea())
+        assert all(t.shape != h.shape or not np.array_equal(t, h) for t in train.values())
+
+
+def test_photos_are_uint8_rgb():
+    for img in D.load_photos("all").values():
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+
+def test_stylize_is_deterministic_and_shape_preserving(cat):
+    for style in D.STYLES:
+        out = D.stylize(cat, style)
+        assert out.shape == cat.shape and out.dtype == np.uint8
+        assert np.array_equal(out, D.stylize(cat, style))
+    assert np.array_equal(D.stylize(cat, "photo"), cat)
+    with pytest.raises(ValueError):
+        D.stylize(cat, "cubism")
+
+
+def _unique_colors(img: np.ndarray) -> int:
+    return len(np.unique(img.reshape(-1, 3), axis=0))
+
+
+def test_comic_has_flat_colors_and_dark_ink_on_edges(cat):
+    comic = D.stylize(cat, "comic")
+    assert _unique_colors(comic) < _unique_colors(cat) / 4
+    grey = cat.astype(np.float32).mean(-1)
+    edge = np.hypot(*np.gradient(grey))
+    strong = edge > np.percentile(edge, 95)
+    comic_luma = comic.astype(np.float32).mean(-1)
+    assert (comic_luma[strong] < 40).mean() > 3 * (comic_luma[~strong] < 40).mean()
+    assert (comic_luma < 40).mean() > 0.02
+
+
+def test_pencil_is_grey_and_light(cat):
+    pencil = D.stylize(cat, "pencil")
+    assert np.array_equal(pencil[..., 0], pencil[..., 1]) and np.array_equal(pencil[..., 1], pencil[..., 2])
+    assert pencil.mean() > cat.mean()
+
+
+def test_watercolor_is_smoother_and_lighter(cat):
+    wc = D.stylize(cat, "watercolor").astype(np.float32)
+    photo = cat.astype(np.float32)
+    fine = lambda x: np.abs(np.diff(x, axis=1)).mean()  # noqa: E731
+    assert fine(wc) < fine(photo)
+    assert wc.min() > photo.min()
+
+
+def test_captions_are_well_formed(train_set):
+    assert D.caption("comic", "a cat") == "a comic drawing of a cat"
+    assert D.caption("pencil", "a rocket") == "a pencil sketch of a rocket"
+    assert D.caption("photo", "an astronaut") == "a photo of an astronaut"
+    for cap, style, name in zip(train_set.captions, train_set.styles, train_set.photo_names):
+        assert cap == D.caption(style, D.PHOTOS[name])
+        assert cap == cap.strip() and "  " not in cap and cap.islower()
+
+
+def test_dataset_items_and_batches(train_set):
+    x, cap, style = train_set[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0
+    assert style in D.STYLES and isinstance(cap, str)
+    assert len(train_set) == len(D.load_photos("train")) * len(D.STYLES)
+    idx = torch.tensor([0, 1])
+    plain, _ = train_set.batch(idx, torch.tensor([False, False]))
+    flipped, caps = train_set.batch(idx, torch.tensor([True, False]))
+    assert torch.equal(flipped[0], plain[0].flip(-1)) and torch.equal(flipped[1], plain[1])
+    assert caps == [train_set.captions[0], train_set.captions[1]]
+
+
+def _same_checkpoints(a, b) -> bool:
+    ta, tb = load_file(str(a / CHECKPOINT_NAME)), load_file(str(b / CHECKPOINT_NAME))
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_vae_resume_is_exact(tmp_path, train_set):
+    cfg = lambda n: VAETrainConfig(steps=n, batch_size=4, save_every=2, log_every=1, size=32,  # noqa: E731
+                                   model=SMALL_VAE)
+    train_vae(tmp_path / "a", cfg(4), train_set)
+    train_vae(tmp_path / "b", cfg(2), train_set)
+    train_vae(tmp_path / "b", cfg(4), train_set)
+    assert _same_checkpoints(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b" / "loss.csv").read_text().count("\n") == 5  # header + 4 steps
+    vae = (tmp_path / "b" / "final" / "config.json").read_text()
+    assert '"scaling_factor"' in vae
+
+
+def test_sd_resume_is_exact_and_export_loads(tmp_path, train_set, cat):
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    torch.manual_seed(0)
+    vae = make_vae(**SMALL_VAE)
+    vae.save_pretrained(tmp_path / "vae" / "final")
+    tokenizer = load_tokenizer(tmp_path)
+    cfg = lambda n: SDTrainConfig(steps=n, batch_size=4, save_every=2, log_every=1, size=32,  # noqa: E731
+                                  unet=SMALL_UNET, text=SMALL_TEXT)
+    train_sd(tmp_path / "x", cfg(4), vae, tokenizer, train_set)
+    train_sd(tmp_path / "sd", cfg(2), vae, tokenizer, train_set)
+    train_sd(tmp_path / "sd", cfg(4), vae, tokenizer, train_set)
+    assert _same_checkpoints(tmp_path / "x", tmp_path / "sd")
+
+    out = export(tmp_path, tmp_path / "out")
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    image = pipe("a comic drawing of a cat", image=Image.fromarray(cat).resize((32, 32)), strength=0.6,
+                 num_inference_steps=5, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
