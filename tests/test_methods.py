@@ -68,8 +68,10 @@ def test_trajectory_correction_windows(models, photo):
 
 def test_pnp_nfe_and_injection_windows(models, photo):
     out = pnp(models, photo, PROMPT, steps=10, inversion_steps=20, guidance=7.5)
-    # inversion: 20; sampling: 2 per step + 1 source pass while a window is open (8 of 10 steps)
-    assert out.nfe == 20 + 10 * 2 + 8
+    # inversion: the 20-step grid (951, 901, ..., 1) up to where sampling starts (901): 19 evaluations;
+    # sampling: 2 per step + 1 source pass while a window is open (8 of 10 steps)
+    assert out.extras["inversion_steps"] == 19
+    assert out.nfe == 19 + 10 * 2 + 8
     n_qk, n_res = len(PNP_FEATURES.attn_qk), len(PNP_FEATURES.resnet)
     assert out.extras["injections"] == 5 * n_qk + 8 * n_res
     again = pnp(models, photo, PROMPT, steps=10, inversion_steps=20, guidance=7.5)

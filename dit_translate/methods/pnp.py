@@ -1,7 +1,8 @@
 """Plug-and-Play diffusion features (Tumanyan et al., CVPR 2023), the slower baseline.
 
-1. Empty-prompt DDIM inversion of the source latent (posterior mean) with ``inversion_steps``
-   (999 as the original, giving every timestep of the sampling grid).
+1. Empty-prompt DDIM inversion of the source latent (posterior mean) on the grid of
+   ``inversion_steps`` (999 as the original, giving every timestep of the sampling grid), up to
+   the timestep sampling starts from (the top of the schedule at ``strength=1``, the original).
 2. Sampling with ``steps`` DDIM steps and CFG. At each step ``t`` the inverted source latent at
    ``t`` goes through the U-Net with the empty prompt; its ResBlock features (first ``tau_feat`` of
    the steps) and self-attention Q/K (first ``tau_attn``) replace the generated pass's in both CFG
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from dit_translate.diffusion.ddim import ddim_invert, ddim_step, timestep_at_fraction
+from dit_translate.diffusion.ddim import Steps, ddim_invert, ddim_step, timestep_at_fraction
 from dit_translate.diffusion.features import KINDS, FeatureSet, inject_features, record_features
 from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
@@ -57,9 +58,11 @@ def pnp(
     check_range("tau_feat", tau_feat, 0.0, 1.0)
     check_range("tau_attn", tau_attn, 0.0, 1.0)
     run = models.steps(steps).tail(strength)
-    inv = models.steps(inversion_steps)
     if len(run) == 0:
         raise ValueError(f"strength {strength} with {steps} steps runs no denoising step; raise one of them")
+    full = models.steps(inversion_steps)
+    # invert only as far as sampling starts (all the way up at strength 1, as the original)
+    inv = Steps(tuple(t for t in full.timesteps if t <= run.timesteps[0]) or full.timesteps[-1:], full.stride)
     with torch.inference_mode(), timed() as elapsed:
         denoiser = models.denoiser()
         empty = models.empty_context()
