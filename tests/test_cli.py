@@ -1,0 +1,81 @@
+"""The CLI contract: JSON output, output files, and one-line errors with a non-zero exit."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from dit_translate.cli import main
+
+
+@pytest.fixture(scope="module")
+def photo_file(tmp_path_factory):
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("img") / "cat.jpg"
+    Image.fromarray(data.chelsea()).save(path)
+    return path
+
+
+def test_edit_json_and_output(tmp_path, photo_file, random_sd_folder, capsys):
+    out = tmp_path / "out.png"
+    code = main(["edit", "--method", "correct", "--image", str(photo_file), "--prompt", "a comic drawing",
+                 "--model", str(random_sd_folder), "--strength", "0.5", "--steps", "6", "--out", str(out), "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert payload["method"] == "correct-released" and payload["nfe"] == 2 * 3 + 1
+    assert payload["device"] == "cpu" and 0 <= payload["metrics"]["ssim_to_source"] <= 1
+    w, h = payload["size"]
+    assert Image.open(out).size == (w, h) and w == 64 and h % 16 == 0  # tiny working size, aspect kept
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--image", "missing.png"], "cannot read image 'missing.png'"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--preset", "sd15"], "HF_HUB_OFFLINE=1 forbids downloading"),
+        (["--strength", "1.5"], "strength must be in (0.0, 1.0], got 1.5"),
+        (["--strength", "nan"], "strength must be in"),
+        (["--prompt", "   "], "a prompt is required"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, photo_file, capsys, args, message):
+    base = {"--image": str(photo_file), "--prompt": "a comic drawing", "--out": str(tmp_path / "o.png")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = ["edit", "--method", "sdedit"] + [x for kv in base.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_steps_below_one_rejected_by_argparse(photo_file, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dit_translate", "edit", "--method", "sdedit", "--image", str(photo_file),
+         "--prompt", "x", "--steps", "0", "--out", str(tmp_path / "o.png")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0 and "must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreadable_image_in_a_real_process_has_no_traceback(tmp_path):
+    bad = tmp_path / "fake.png"
+    bad.write_text("not an image")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dit_translate", "edit", "--method", "pnp", "--image", str(bad),
+         "--prompt", "x", "--out", str(tmp_path / "o.png")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]
+    assert "fake.png" in proc.stderr
+
+
+def test_presets_command_lists_availability(capsys):
+    assert main(["presets", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["sd15"]["available"] is False and rows["tiny"]["available"] is True
