@@ -34,19 +34,21 @@ USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError)
 METHOD_LABELS = {"sdedit": "SDEdit", "correct": "Correction", "pnp": "PnP"}
 
 
-class PhotoInput(gr.Image):
-    """``gr.Image`` that hands the uploaded file's path to ``dit_translate.images`` unopened.
+def photo_input(**kwargs) -> gr.Image:
+    """A ``gr.Image`` (type "filepath") that hands the uploaded file's path to ``dit_translate.images`` unopened.
 
-    gr.Image would open uploads with PIL before our code runs, turning a corrupt or hostile file
-    into a generic error; here every bad upload gets the project's clear message instead.
+    gr.Image opens uploads with PIL before our code runs, turning a corrupt or hostile file into a
+    generic error; here every bad upload gets the project's clear message instead. (An instance
+    override, not a subclass: gradio writes a .pyi stub next to any module defining a component.)
     """
+    component = gr.Image(type="filepath", **kwargs)
+    default = component.preprocess
 
-    is_template = True  # render with gr.Image's frontend
+    def preprocess(payload):
+        return default(payload) if payload is None or payload.path is None else payload.path
 
-    def preprocess(self, payload):
-        if payload is None or payload.path is None:
-            return super().preprocess(payload)
-        return payload.path
+    component.preprocess = preprocess
+    return component
 
 
 def preset_choices() -> list[tuple[str, str]]:
@@ -156,7 +158,7 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
             )
             with gr.Row():
                 with gr.Column():
-                    image = PhotoInput(type="filepath", label="Photo", sources=["upload", "clipboard", "webcam"])
+                    image = photo_input(label="Photo", sources=["upload", "clipboard", "webcam"])
                     prompt = gr.Textbox(label="Prompt", value="a comic drawing")
                     strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength")
                     steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
