@@ -172,7 +172,7 @@ def render(photo_crop: np.ndarray, style: str) -> np.ndarray:
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float (3,H,W) in [-1,1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0
+    return torch.tensor(img).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 class TinyDataset(torch.utils.data.Dataset):

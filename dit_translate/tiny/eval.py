@@ -12,7 +12,9 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image, ImageDraw
 
-from dit_translate.tiny.data import HELD_OUT, PHOTOS, STYLES, TinyDataset, load_photos
+from dit_translate.tiny.data import (
+    HELD_OUT, PHOTOS, STYLES, TinyDataset, caption, load_photos, resize, to_tensor,
+)
 
 _COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
 
@@ -49,10 +51,11 @@ def plot_curves(curves: dict[str, tuple[list[int], list[float]]], out: str | Pat
     hi = hi if hi > lo else lo + 1
     draw.rectangle([left, top, w - right, h - bottom], outline="black")
     for k in range(math.floor(lo), math.ceil(hi) + 1):
-        y = h - bottom - (k - lo) / (hi - lo) * (h - top - bottom)
-        if top <= y <= h - bottom:
-            draw.line([left - 4, y, left, y], fill="black")
-            draw.text((4, y - 6), f"1e{k}", fill="black")
+        for m in (1, 2, 5):
+            y = h - bottom - (k + math.log10(m) - lo) / (hi - lo) * (h - top - bottom)
+            if top <= y <= h - bottom:
+                draw.line([left - 4, y, left, y], fill="black")
+                draw.text((4, y - 6), f"{m * 10.0**k:.3g}", fill="black")
     draw.text((left, h - bottom + 8), "training progress (each curve: step 0 .. its last step)", fill="black")
     for i, (name, (steps, ys)) in enumerate(curves.items()):
         color = _COLORS[i % len(_COLORS)]
@@ -65,6 +68,43 @@ def plot_curves(curves: dict[str, tuple[list[int], list[float]]], out: str | Pat
     return Path(out)
 
 
+def example_inputs(size: int = 64) -> dict[str, np.ndarray]:
+    """Centre-square crops of the held-out photos, uint8 (size,size,3), keyed by content words."""
+    out = {}
+    for name, img in load_photos("test").items():
+        h, w = img.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        out[PHOTOS[name]] = resize(img[top : top + side, left : left + side], size)
+    return out
+
+
+@torch.no_grad()
+def sample_grid(folder: str | Path, out: str | Path, strength: float = 0.6, steps: int = 20,
+                guidance: float = 5.0, seed: int = 0) -> Path:
+    """PNG grid: per held-out photo, the input, its VAE reconstruction and SD img2img (SDEdit)
+    results for each non-photo style prompt; each tile is the model's native size, upscaled x3."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    rows = []
+    for content, img in example_inputs(size).items():
+        x = to_tensor(img)[None]
+        recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample[0]
+        tiles = [img, ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()]
+        for style in STYLES[1:]:
+            result = pipe(caption(style, content), image=Image.fromarray(img), strength=strength,
+                          num_inference_steps=steps, guidance_scale=guidance,
+                          generator=torch.Generator().manual_seed(seed)).images[0]
+            tiles.append(np.asarray(result))
+        rows.append(np.concatenate(tiles, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(out)
+    return Path(out)
+
+
 def _csv_tail(path: Path) -> dict[str, str]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
@@ -72,13 +112,14 @@ def _csv_tail(path: Path) -> dict[str, str]:
 
 
 def write_model_card(folder: str | Path, work: str | Path) -> Path:
-    """Write ``README.md``, ``loss_curve.png`` and ``eval.json`` into the exported ``folder``."""
+    """Write ``README.md``, ``loss_curve.png``, ``samples.png`` and ``eval.json`` into ``folder``."""
     folder, work = Path(folder), Path(work)
     vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
     psnr = vae_psnr(vae)
     curves = {f"{name} loss": read_curve(work / stage / "loss.csv")
               for name, stage in (("VAE", "vae"), ("U-Net+text", "sd"))}
     plot_curves(curves, folder / "loss_curve.png")
+    sample_grid(folder, folder / "samples.png")
     vae_last, sd_last = _csv_tail(work / "vae" / "loss.csv"), _csv_tail(work / "sd" / "loss.csv")
     vae_cfg = json.loads((work / "vae" / "train_config.json").read_text())
     sd_cfg = json.loads((work / "sd" / "train_config.json").read_text())
@@ -130,6 +171,12 @@ Random square crops (30-100% of the short side, flips) at 64 px, each rendered i
 
 Last logged losses: VAE {vae_last.get("loss", "?")} (step {vae_last.get("step", "?")}),
 U-Net {sd_last.get("loss", "?")} (step {sd_last.get("step", "?")}).
+
+## Samples (held-out photos)
+Columns: input, VAE reconstruction, then img2img (SDEdit, strength 0.6, 20 DDIM steps,
+guidance 5) with the prompts {", ".join(repr(caption(s, "<content>")) for s in STYLES[1:])}.
+
+![samples](samples.png)
 
 ## Held-out evaluation
 VAE reconstruction PSNR (dB) on 64 px crops of the held-out photos:
