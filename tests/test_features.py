@@ -140,3 +140,26 @@ def test_model_restored_after_an_exception(models):
     assert after == before
     assert not unet._forward_pre_hooks
     assert all(not m._forward_hooks for m in unet.modules())
+
+
+def test_sd2_style_unet_uses_the_same_layer_names():
+    """SD 2.x U-Nets (linear projections, per-level head dims) resolve and record the SD 1.x names."""
+    from diffusers import UNet2DConditionModel
+
+    from dit_translate.methods.correction import DEFAULT_FEATURES
+    from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, layers_per_block=2, block_out_channels=(16, 16, 32, 32), norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=24, attention_head_dim=(2, 4, 8, 8), use_linear_projection=True,
+    ).eval()
+    feats = FeatureSet(
+        attn_probs=DEFAULT_FEATURES.attn_probs, attn_qk=PNP.attn_qk, resnet=DEFAULT_FEATURES.resnet + PNP.resnet
+    )
+    with torch.no_grad(), record_features(unet, feats) as store:
+        unet(torch.randn(1, 4, 16, 16), 10, encoder_hidden_states=torch.randn(1, 5, 24))
+    assert len(store) == len(list(feats.items()))
+    assert store[("resnet", "up_blocks.1.resnets.2", 10)].shape == (1, 32, 4, 4)
