@@ -17,6 +17,11 @@ A preset file looks like::
     attn_probs = ["up_blocks.1.attentions.0", ...]
     resnet = ["up_blocks.1.resnets.2"]
 
+    [guidance]                          # optional: AGG's guidance models
+    clip = ["ViT-B-32/openai"]          # open_clip "arch/pretrained-tag", or "local-dir:folder" (relative to the file)
+    dino = "vit_base_patch8_224.dino"   # timm id with its pretrained tag, or "local-dir:folder"
+    fallback = "random-tiny"            # optional: UNTRAINED random tiny models for missing local-dir folders
+
 Everything is validated when loaded; a bad field is a ``PresetError`` naming the file and field.
 """
 
@@ -32,6 +37,8 @@ from dit_translate.diffusion.features import KINDS, FeatureSet
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 MODEL_KINDS = ("stable-diffusion", "pixel")
 FALLBACKS = ("random-sd",)
+GUIDANCE_FALLBACKS = ("random-tiny",)
+LOCAL_DIR = "local-dir:"
 
 
 class PresetError(ValueError):
@@ -50,6 +57,20 @@ class MethodDefaults:
 
 
 @dataclass(frozen=True)
+class GuidanceSpec:
+    """The guidance models of AGG named by a preset's ``[guidance]`` table.
+
+    ``clip``: open_clip models as ``"arch/pretrained-tag"`` or ``"local-dir:/absolute/folder"``;
+    ``dino``: a timm id with its pretrained tag, or ``"local-dir:/absolute/folder"``; ``fallback``:
+    ``"random-tiny"`` builds UNTRAINED random tiny models for ``local-dir`` folders that do not exist.
+    """
+
+    clip: tuple[str, ...] = ()
+    dino: str | None = None
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
 class Preset:
     """One validated preset. ``model`` is a hub id or an absolute local folder."""
 
@@ -63,6 +84,7 @@ class Preset:
     fallback: str | None = None
     defaults: MethodDefaults = field(default_factory=MethodDefaults)
     layers: dict[str, FeatureSet] = field(default_factory=dict)
+    guidance: GuidanceSpec | None = None
 
     @property
     def is_local(self) -> bool:
@@ -78,10 +100,10 @@ class Preset:
         path = Path(model).expanduser()
         resolved = str(path.resolve()) if path.exists() or model.startswith((".", "/", "~")) else model
         return Preset(self.name, self.kind, resolved, self.description, self.size, self.source, None, None,
-                      self.defaults, self.layers)
+                      self.defaults, self.layers, self.guidance)
 
 
-_TOP_KEYS = {"name", "kind", "description", "model", "revision", "size", "fallback", "defaults", "layers"}
+_TOP_KEYS = {"name", "kind", "description", "model", "revision", "size", "fallback", "defaults", "layers", "guidance"}
 
 
 def _check(cond: bool, source: Path, message: str) -> None:
@@ -115,6 +137,7 @@ def parse_preset(data: dict[str, Any], source: Path) -> Preset:
         fallback=fallback,
         defaults=_parse_defaults(data.get("defaults", {}), source),
         layers=_parse_layers(data.get("layers", {}), source),
+        guidance=_parse_guidance(data["guidance"], source) if "guidance" in data else None,
     )
 
 
@@ -148,6 +171,47 @@ def _parse_layers(raw: Any, source: Path) -> dict[str, FeatureSet]:
                    f"[layers.{method}] {kind} must be a list of layer names")
         layers[method] = FeatureSet(**{k: tuple(v) for k, v in table.items()})
     return layers
+
+
+def _local_dir(spec: str, source: Path, what: str) -> str:
+    """``"local-dir:folder"`` with ``folder`` resolved against the preset file's directory."""
+    folder = spec[len(LOCAL_DIR):].strip()
+    _check(folder != "", source, f"[guidance] {what} {spec!r} names no folder after 'local-dir:'")
+    return LOCAL_DIR + str((source.parent / Path(folder).expanduser()).resolve())
+
+
+def _parse_guidance(raw: Any, source: Path) -> GuidanceSpec:
+    _check(isinstance(raw, dict), source, "[guidance] must be a table")
+    bad = set(raw) - {"clip", "dino", "fallback"}
+    _check(not bad, source, f"unknown [guidance] field(s) {sorted(bad)}; allowed: ['clip', 'dino', 'fallback']")
+    clips = raw.get("clip", [])
+    _check(isinstance(clips, list) and all(isinstance(c, str) and c.strip() for c in clips), source,
+           "[guidance] clip must be a list of open_clip models ('arch/pretrained-tag' or 'local-dir:folder')")
+    resolved = []
+    for spec in clips:
+        if spec.startswith(LOCAL_DIR):
+            resolved.append(_local_dir(spec, source, "clip"))
+            continue
+        arch, _, tag = spec.partition("/")
+        _check(bool(arch) and bool(tag) and "/" not in tag and " " not in spec, source,
+               f"[guidance] clip {spec!r} must be 'arch/pretrained-tag' (e.g. 'ViT-B-32/openai') or 'local-dir:folder'")
+        resolved.append(spec)
+    dino = raw.get("dino")
+    _check(dino is None or (isinstance(dino, str) and dino.strip() != ""), source,
+           "[guidance] dino must be a timm id (e.g. 'vit_base_patch8_224.dino') or 'local-dir:folder'")
+    if dino is not None:
+        if dino.startswith(LOCAL_DIR):
+            dino = _local_dir(dino, source, "dino")
+        else:
+            _check("/" not in dino and ":" not in dino and " " not in dino, source,
+                   f"[guidance] dino {dino!r} must be a timm id such as 'vit_base_patch8_224.dino' or 'local-dir:folder'")
+    fallback = raw.get("fallback")
+    _check(fallback is None or fallback in GUIDANCE_FALLBACKS, source,
+           f"[guidance] fallback must be one of {GUIDANCE_FALLBACKS}")
+    local = [s for s in (*resolved, dino) if s is not None and s.startswith(LOCAL_DIR)]
+    _check(fallback is None or bool(local), source, "[guidance] fallback only applies to 'local-dir:' models")
+    _check(bool(resolved) or dino is not None, source, "[guidance] names no model: give 'clip' and/or 'dino'")
+    return GuidanceSpec(tuple(resolved), dino, fallback)
 
 
 def load_preset(name_or_path: str) -> Preset:

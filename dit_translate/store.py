@@ -12,12 +12,16 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.presets import Preset, load_preset
+from dit_translate.presets import GuidanceSpec, Preset, load_preset
 from dit_translate.runtime import hub_offline, pick_device, pick_dtype
+
+if TYPE_CHECKING:
+    from dit_translate.encoders import Guidance
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,20 @@ def _is_model_folder(path: Path) -> bool:
 
 
 def availability(preset: Preset) -> Availability:
-    """Can ``preset`` load without error right now? Never touches the network."""
+    """Can ``preset``'s diffusion model load without error right now? Never touches the network.
+
+    The detail also says whether its guidance models (AGG) load, and when they are UNTRAINED.
+    """
+    model = _model_availability(preset)
+    if preset.guidance is None:
+        return model
+    from dit_translate.encoders import guidance_availability
+
+    guidance = guidance_availability(preset)
+    return Availability(model.ok, f"{model.detail}; guidance: {guidance.detail}")
+
+
+def _model_availability(preset: Preset) -> Availability:
     if preset.is_local:
         path = Path(preset.model)
         if _is_model_folder(path):
@@ -145,6 +162,7 @@ class ModelStore:
         self.dtype = pick_dtype(self.device, dtype)
         self._lock = threading.Lock()
         self._current: tuple[tuple[str, str], Loaded] | None = None
+        self._guidance: tuple[tuple[str, GuidanceSpec | None], Guidance] | None = None
 
     def get(self, preset: str | Preset, model: str | None = None) -> Loaded:
         """The models of ``preset`` (name, path or ``Preset``), optionally pointed at another ``model``."""
@@ -161,6 +179,22 @@ class ModelStore:
             loaded = Loaded(p, models, folder, untrained)
             self._current = (key, loaded)
             return loaded
+
+    def guidance(self, preset: str | Preset) -> Guidance:
+        """The guidance models (CLIP/DINO) of ``preset``'s ``[guidance]`` table; each loads on first use.
+
+        One preset's guidance models are kept per process; asking for another preset's frees them.
+        """
+        from dit_translate.encoders import Guidance
+
+        p = load_preset(preset) if isinstance(preset, str) else preset
+        key = (p.name, p.guidance)
+        with self._lock:
+            if self._guidance is None or self._guidance[0] != key:
+                self._guidance = None
+                gc.collect()
+                self._guidance = (key, Guidance(p, self.device))
+            return self._guidance[1]
 
     def _free(self) -> None:
         self._current = None
