@@ -7,12 +7,16 @@ defaults and layer maps, run, and score the result against the source.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
 
 from dit_translate import images, metrics
+from dit_translate.methods import losses
+from dit_translate.methods.agg import agg
 from dit_translate.methods.common import Progress, TranslationResult
 from dit_translate.methods.correction import DEFAULT_FEATURES as CORRECTION_FEATURES
 from dit_translate.methods.correction import VARIANTS, correct
@@ -20,6 +24,7 @@ from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
+from dit_translate.runtime import make_generator
 from dit_translate.store import Loaded, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
@@ -93,4 +98,73 @@ def edit(
             result = correct(loaded.models, source, request.prompt, variant=request.variant, features=features, **kwargs)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
     result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source)
+    return result
+
+
+@dataclass(frozen=True)
+class GuideRequest:
+    """One AGG request: a target ``text`` (optionally with ``source_text``) or a ``style_image``.
+
+    ``None`` knobs take the preset's defaults.
+    """
+
+    text: str | None = None
+    source_text: str | None = None
+    style_image: images.ImageSource | Image.Image | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+
+
+def guide(
+    request: GuideRequest,
+    image: images.ImageSource | Image.Image,
+    *,
+    preset: str = "tiny",
+    model: str | None = None,
+    store: ModelStore | None = None,
+    progress: Progress | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> TranslationResult:
+    """AGG on ``image`` (text- or image-guided) and, for the same seed, the unguided DDIM baseline.
+
+    Returns the AGG result with ``extras["ddim"]`` (the baseline's result) and the metrics
+    ``guidance_loss_agg`` / ``guidance_loss_ddim`` (the style loss of each final image, with the
+    same augmentations) and ``ssim_to_source`` / ``ssim_to_source_ddim``. ``options`` are further
+    ``methods.agg.agg`` keyword arguments (windows, etas, loss weights, ablation switches).
+    """
+    text = request.text.strip() if isinstance(request.text, str) else ""
+    if not text and request.style_image is None:
+        raise ValueError("AGG needs a target: give a target text or a style image")
+    if text and request.style_image is not None:
+        raise ValueError("give either a target text or a style image, not both")
+    if request.source_text and not text:
+        raise ValueError("a source text only applies to text guidance: give a target text too")
+    img = images.load_image(image)  # bad images fail before any model is loaded
+    style_img = None if request.style_image is None else images.load_image(request.style_image)
+    store = store or default_store()
+    loaded = store.get(preset, model)
+    guidance_models = store.guidance(loaded.preset)
+    source = prepare_source(img, loaded)
+    d = loaded.preset.defaults
+    if text:
+        style = losses.text_guidance(guidance_models.clips(), text, source, request.source_text)
+        prompt, cfg = text, d.guidance if request.guidance is None else request.guidance
+    else:
+        h, w = source.shape[-2:]
+        style = losses.image_guidance(guidance_models.dino(), images.to_tensor(images.resize_to(style_img, (w, h))))
+        prompt, cfg = "", 1.0
+    kwargs = dict(prompt=prompt, guidance=cfg, steps=request.steps or d.steps, seed=request.seed, progress=progress,
+                  **(options or {}))
+    baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
+    result = agg(loaded.models, source, style, **kwargs)
+    for name, r in (("ddim", baseline), ("agg", result)):
+        with torch.no_grad():
+            loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(request.seed))
+        r.metrics["ssim_to_source"] = metrics.ssim(r.image, source)
+        result.metrics[f"guidance_loss_{name}"] = float(loss)
+    result.metrics["ssim_to_source_ddim"] = baseline.metrics["ssim_to_source"]
+    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained,
+                         untrained_guidance=sorted(guidance_models.untrained), source=source, ddim=baseline,
+                         mode="text" if text else "image")
     return result

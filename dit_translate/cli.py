@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
     p.set_defaults(func=cmd_edit)
+    from dit_translate.cli_guide import add_guide_parser
+    add_guide_parser(sub)
 
     p = sub.add_parser("bench", help="run the editing benchmark (JSON + markdown + PNG)")
     p.add_argument("--out", default="benchmarks/results", help="output folder")

@@ -128,6 +128,10 @@ class DinoEncoder:
         return cls(name, model, int(cfg["input_size"][-1]), tuple(cfg.get("mean", IMAGENET_MEAN)),
                    tuple(cfg.get("std", IMAGENET_STD)))
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def cls_token(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> (B, D) [CLS] features after the final norm (DINO's own output)."""
         x = normalize(fit_square(images.float(), self.size), self.mean, self.std)

@@ -1,0 +1,304 @@
+"""Asymmetric Gradient Guidance, AGG (Kwon & Ye, arXiv 2306.04396; methods.md section 2).
+
+1. Deterministic DDIM inversion of the source (empty prompt, no CFG) over the last ``1 - skip`` of
+   the ``steps`` grid, storing the Tweedie estimate x0_inv[t] at every timestep.
+2. Reverse DDIM from the inverted latent, in three windows (the official index rule, see
+   ``agg_phases``):
+
+   * **edit** (eta_edit): one MCG step through the U-Net (``x0' = x0 - (1 - a)/sqrt(a) grad_{x_t} L``),
+     then a cheap refinement of a bias on x0' with AdamW that never backpropagates through the U-Net,
+     then the *asymmetric* update ``ddim_update(x0'', eps_unguided)``;
+   * **middle**: plain DDIM (eta); **last**: plain DDIM with eta_boost (1.0, DDPM-like).
+
+The loss ``L`` is the style loss (``losses.StyleLoss``) plus the range loss on the decoded estimate
+plus the structure regulariser (L1 to x0_inv[t] in model space: latents for Stable Diffusion, pixels
+for pixel models). Latent models are scored on the VAE-decoded x0 estimate (methods.md 2.3, [I]);
+pixel models on DiffuseIT's noise-mixed estimate (``losses.noise_mix``).
+
+Switches give the ablations and baselines: ``symmetric=True`` (guided eps too), ``mcg=False`` (no
+U-Net gradient), ``regularizer=False``, ``refine="none"`` (MCG only), ``refine="mcg"`` (every
+refinement iteration is another MCG step through the U-Net: the DiffuseIT-style baseline), and
+``mcg=False, refine="none"`` (unguided DDIM with the same windows and noise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from dit_translate.diffusion.ddim import EpsFn, Steps, ddim_invert, ddim_sigma, ddim_update, predict_x0
+from dit_translate.diffusion.denoiser import Denoiser
+from dit_translate.diffusion.models import DiffusionModels
+from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
+from dit_translate.methods.losses import StyleLoss, noise_mix, range_loss, structure_loss
+from dit_translate.runtime import make_generator
+
+REFINE = ("dds", "mcg", "none")
+REFERENCE_NUMEL = 3 * 256 * 256
+"""Elements of one sample in the official setting (ADM, 256x256 pixels), where the loss weights were tuned."""
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``objective(x0, x_t) -> loss``: AGG's loss of a model-space x0 estimate at the current ``x_t``."""
+
+
+def agg_phases(num_steps: int, skip: float = 0.4, edit: float = 0.2, boost: float = 0.2) -> tuple[str, ...]:
+    """The window ("edit", "middle" or "last") of each reverse step that runs on a ``num_steps`` grid.
+
+    The first ``round(skip * N)`` grid steps are skipped; with ``i`` counting the remaining steps
+    down to 0, step ``i`` edits while ``i > N - round(skip * N) - round(edit * N)`` and is in the last
+    window once ``i <= round(boost * N)`` (official: N = 100, skip 40, t_edit 20, boost at 20 -> 19
+    edit, 20 middle and 21 last steps).
+    """
+    run = num_steps - round(skip * num_steps)
+    if run < 1:
+        raise ValueError(f"skip {skip} with {num_steps} steps leaves no step to run; lower skip or raise steps")
+    edit_above = run - round(edit * num_steps)
+    last_from = round(boost * num_steps)
+    indices = range(run - 1, -1, -1)
+    return tuple("edit" if i > edit_above else "last" if i <= last_from else "middle" for i in indices)
+
+
+def predict_eps(x: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The epsilon consistent with ``x0`` at ``x``: ``(x - sqrt(a) x0) / sqrt(1 - a)``."""
+    return (x - alpha**0.5 * x0) / (1 - alpha) ** 0.5
+
+
+def guided_update(
+    x_t: torch.Tensor,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    alpha: torch.Tensor,
+    alpha_prev: torch.Tensor,
+    sigma: torch.Tensor | float = 0.0,
+    noise: torch.Tensor | None = None,
+    *,
+    symmetric: bool = False,
+) -> torch.Tensor:
+    """DDIM update from a guided ``x0``.
+
+    Asymmetric (AGG): ``sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z`` with the *unguided*
+    ``eps``. Symmetric (ablation): ``eps`` is replaced by the one consistent with the guided ``x0``.
+    """
+    if symmetric:
+        eps = predict_eps(x_t, x0, alpha)
+    return ddim_update(x0, eps, alpha_prev, sigma, noise)
+
+
+def mcg_step(
+    eps_fn: EpsFn,
+    x_t: torch.Tensor,
+    t: int,
+    alpha: torch.Tensor,
+    objective: Objective,
+    *,
+    scale: float = 1.0,
+    at: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One manifold-constrained gradient step through the U-Net.
+
+    Returns ``(x0 - scale (1 - a)/sqrt(a) grad_{x_t} L, eps, L)`` with ``x0 = x0_hat(x_t)`` and the
+    (detached) unguided ``eps``. With ``at`` (a refined estimate), the loss is evaluated at ``at`` and
+    its gradient is pulled back through ``x0_hat(x_t)``; the step then starts from ``at``.
+    """
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        eps = eps_fn(x, t)
+        x0 = predict_x0(x, eps, alpha)
+        point = x0 if at is None else x0 + (at - x0).detach()
+        loss = objective(point, x)
+        (grad,) = torch.autograd.grad(loss, x)
+    start = x0.detach() if at is None else at
+    return start - scale * (1 - alpha) / alpha**0.5 * grad, eps.detach(), loss.item()
+
+
+def refine_bias(
+    x0: torch.Tensor, x_t: torch.Tensor, objective: Objective, *, lr: float = 0.02, iters: int = 1, init: float = 1e-8
+) -> tuple[torch.Tensor, list[float]]:
+    """AGG's cheap refinement: AdamW on a bias ``b`` (init ``init``) minimising ``L(x0 + b)``; returns
+    ``x0 + b`` and the loss of each iteration. Nothing here calls the U-Net."""
+    bias = torch.full_like(x0, init, requires_grad=True)
+    optimizer = torch.optim.AdamW([bias], lr=lr)
+    losses = []
+    with torch.enable_grad():
+        for _ in range(iters):
+            optimizer.zero_grad(set_to_none=True)
+            loss = objective(x0.detach() + bias, x_t.detach())
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return (x0 + bias).detach(), losses
+
+
+def invert_with_x0(
+    denoiser: Denoiser, z0: torch.Tensor, run: Steps, context: torch.Tensor | None, progress: Progress | None = None
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """``ddim_invert`` of ``z0`` over ``run`` (no CFG) -> the latent at ``run.timesteps[0]`` and
+    ``{t: x0_inv[t]}``, the Tweedie estimate of the inversion step that arrived at ``x_t``."""
+    x0s: dict[int, torch.Tensor] = {}
+    last: dict[str, torch.Tensor] = {}
+    report = step_reporter(progress, "inverting the source")
+
+    def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
+        last["eps"] = denoiser.raw(x, t, context)
+        return last["eps"]
+
+    def record(i: int, n: int, t: int, x: torch.Tensor) -> None:
+        x0s[t] = predict_x0(x, last["eps"], denoiser.schedule.alpha(t))
+        if report is not None:
+            report(i, n, t, x)
+
+    latents = ddim_invert(eps_fn, z0, run, denoiser.schedule, record)
+    return latents[run.timesteps[0]], x0s
+
+
+def make_objective(
+    models: DiffusionModels,
+    style: StyleLoss,
+    x0_ref: torch.Tensor,
+    alpha: torch.Tensor,
+    *,
+    reg_weight: float = 200.0,
+    range_weight: float = 200.0,
+    mix: bool = False,
+    generator: torch.Generator | None = None,
+) -> Objective:
+    """AGG's loss at one step: ``style(decode(x0)) + range_weight * range + reg_weight * |x0 - x0_ref|_1``.
+
+    ``mix`` scores the noise-mixed estimate (pixel models only: it mixes with ``x_t``).
+    """
+
+    def objective(x0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        images = models.decode(x0).float()
+        loss = style(noise_mix(images, x_t.float(), alpha) if mix else images, generator)
+        loss = loss + range_weight * range_loss(images)
+        if reg_weight:
+            loss = loss + reg_weight * structure_loss(x0.float(), x0_ref.float())
+        return loss
+
+    return objective
+
+
+def agg(
+    models: DiffusionModels,
+    image: torch.Tensor,
+    style: StyleLoss,
+    *,
+    prompt: str = "",
+    negative_prompt: str = "",
+    guidance: float = 1.0,
+    steps: int = 50,
+    skip: float = 0.4,
+    edit: float = 0.2,
+    boost: float = 0.2,
+    eta_edit: float = 0.7,
+    eta: float = 0.7,
+    eta_boost: float = 1.0,
+    mcg: bool = True,
+    mcg_scale: float | None = None,
+    refine: str = "dds",
+    inner_steps: int = 1,
+    lr: float = 0.02,
+    regularizer: bool = True,
+    reg_weight: float = 200.0,
+    range_weight: float = 200.0,
+    symmetric: bool = False,
+    mix: bool | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    method: str = "agg",
+) -> TranslationResult:
+    """Translate ``image`` (1, 3, H, W) in [-1, 1] by minimising ``style`` during the edit window.
+
+    ``prompt``/``guidance`` condition the U-Net of text models (CFG); pixel models ignore them.
+    ``steps`` is the respaced grid (``skip`` of it is skipped); window fractions, etas, AdamW ``lr``,
+    ``inner_steps`` (K) and loss weights are AGG's defaults. ``mcg_scale`` multiplies the MCG step
+    ``(1 - a)/sqrt(a) grad``; ``None`` [I] uses ``numel / REFERENCE_NUMEL`` (per sample), which keeps the
+    per-element step of the official 256x256 pixel setting: the losses are means, so their gradients
+    shrink as 1/numel, and the weights (200) were tuned there (the paper's formula exactly at 256x256
+    pixels; much smaller steps on latents). The AdamW refinement is scale-free and needs no such factor.
+    ``mix=None`` means noise-mixed scoring for pixel models, plain decoded x0 for latent ones.
+    ``seed`` drives the DDIM noise and the augmentations, so equal seeds give equal noise across switches.
+    """
+    if refine not in REFINE:
+        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
+    for name, value in (("skip", skip), ("edit", edit), ("boost", boost), ("eta_edit", eta_edit), ("eta", eta),
+                        ("eta_boost", eta_boost)):
+        check_range(name, value, 0.0, 1.0)
+    check_range("guidance", guidance, 0.0, 100.0)
+    check_range("lr", lr, 0.0, 1.0, low_open=True)
+    if inner_steps < 1:
+        raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
+    mix = not models.is_latent if mix is None else mix
+    if mix and models.is_latent:
+        raise ValueError("mix=True (noise-mixed scoring) needs a pixel model: latents cannot be mixed with images")
+    if mcg_scale is not None:
+        check_range("mcg_scale", mcg_scale, 0.0, 1e6)
+    grid = models.steps(steps)
+    phases = agg_phases(len(grid), skip, edit, boost)
+    run = Steps(grid.timesteps[len(grid) - len(phases):], grid.stride)
+    etas = {"edit": eta_edit, "middle": eta, "last": eta_boost}
+    guided = mcg or refine != "none"
+    with torch.no_grad(), timed() as elapsed:
+        noise_gen = make_generator(seed, "cpu" if models.device.type == "mps" else models.device)
+        aug_gen = make_generator(seed)
+        denoiser = models.denoiser()
+        cond = models.condition(prompt, negative_prompt, guidance)
+        z0 = models.encode(image, sample=False)
+        x, x0_inv = invert_with_x0(denoiser, z0, run, models.empty_context(), progress)
+        scale = x[0].numel() / REFERENCE_NUMEL if mcg_scale is None else mcg_scale
+
+        def eps_fn(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            return denoiser(x_t, t, cond, guidance)
+
+        backwards, edit_losses = 0, []
+        for i, (t, phase) in enumerate(zip(run.timesteps, phases)):
+            a, a_prev = denoiser.schedule.alpha(t), denoiser.schedule.alpha(run.prev(t))
+            sigma = ddim_sigma(a, a_prev, etas[phase])
+            noise = randn_tensor(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype) if etas[phase] else None
+            if phase == "edit" and guided:
+                objective = make_objective(models, style, x0_inv[t], a, reg_weight=reg_weight if regularizer else 0.0,
+                                           range_weight=range_weight, mix=mix, generator=aug_gen)
+                x0, eps, record = _guide(eps_fn, x, t, a, objective, mcg=mcg, scale=scale, refine=refine,
+                                         inner_steps=inner_steps, lr=lr)
+                backwards += record.pop("unet_backwards")
+                edit_losses.append({"t": t, **record})
+                x = guided_update(x, x0, eps, a, a_prev, sigma, noise, symmetric=symmetric)
+            else:
+                eps = eps_fn(x, t)
+                x = ddim_update(predict_x0(x, eps, a), eps, a_prev, sigma, noise)
+            if progress is not None:
+                progress(i + 1, len(run), "guided denoising" if guided else "denoising")
+        out = models.decode(x).float().cpu()
+        seconds = elapsed()
+    return TranslationResult(
+        method, out, seconds, denoiser.nfe,
+        extras={
+            "steps_run": len(run), "start_timestep": run.timesteps[0], "inversion_steps": len(run),
+            "edit_steps": phases.count("edit") if guided else 0, "unet_backwards": backwards, "phases": phases,
+            "edit_losses": edit_losses, "latent": x.float().cpu(), "inversion_x0": {k: v.float().cpu() for k, v in x0_inv.items()},
+        },
+    )
+
+
+def _guide(
+    eps_fn: EpsFn, x_t: torch.Tensor, t: int, alpha: torch.Tensor, objective: Objective, *,
+    mcg: bool, scale: float, refine: str, inner_steps: int, lr: float,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One edit step's guidance: optional MCG step, then the refinement -> (guided x0, unguided eps, record)."""
+    record: dict = {"unet_backwards": 0}
+    if mcg:
+        x0, eps, record["mcg"] = mcg_step(eps_fn, x_t, t, alpha, objective, scale=scale)
+        record["unet_backwards"] += 1
+    else:
+        eps = eps_fn(x_t, t)
+        x0 = predict_x0(x_t, eps, alpha)
+    if refine == "dds":
+        x0, record["refine"] = refine_bias(x0, x_t, objective, lr=lr, iters=inner_steps)
+    elif refine == "mcg":
+        record["refine"] = []
+        for _ in range(inner_steps):
+            x0, _, loss = mcg_step(eps_fn, x_t, t, alpha, objective, scale=scale, at=x0)
+            record["refine"].append(loss)
+            record["unet_backwards"] += 1
+    return x0, eps, record
