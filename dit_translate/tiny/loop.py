@@ -1,4 +1,4 @@
-"""The training loop both tiny stages share: accelerate, AdamW with warmup, EMA, CSV log, resume.
+"""The training loop both tiny stages share: accelerate, AdamW, LR warmup/decay, EMA, CSV log, resume.
 
 Every random draw of a step comes from ``step_generator(seed, step, rank)``, so a run that is
 stopped and resumed from its checkpoint reproduces the uninterrupted run exactly.
@@ -28,6 +28,8 @@ class TrainLoop:
 
     ``model`` is a module whose forward returns a dict of scalars with a ``"loss"`` entry;
     ``ema_parameters`` (optional) are the parameters to average (decay warms up to ``ema_decay``).
+    The learning rate warms up linearly over ``warmup`` steps, then stays at ``lr`` until the
+    fraction ``decay_from`` of ``steps`` and decays linearly to ``final_lr_frac * lr`` at the end.
     """
 
     def __init__(
@@ -46,6 +48,8 @@ class TrainLoop:
         batch_size: int,
         ema_parameters: Iterable[torch.nn.Parameter] | None = None,
         ema_decay: float = 0.999,
+        decay_from: float = 1.0,
+        final_lr_frac: float = 0.1,
     ) -> None:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -53,6 +57,7 @@ class TrainLoop:
         self.steps, self.lr, self.warmup, self.seed = steps, lr, warmup, seed
         self.save_every, self.log_every, self.desc = save_every, log_every, desc
         self.batch_size = batch_size
+        self.decay_from, self.final_lr_frac = decay_from, final_lr_frac
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.ema = None
         if ema_parameters is not None:
@@ -65,6 +70,14 @@ class TrainLoop:
             (self.work / "train_config.json").write_text(json.dumps(config, indent=2))
         self.unwrapped, self.raw_optimizer = model, optimizer
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based)."""
+        start = self.decay_from * self.steps
+        decay = 1.0 if step < start else 1.0 - (1.0 - self.final_lr_frac) * (step - start) / max(1.0, self.steps - start)
+        return self.lr * min(1.0, (step + 1) / max(1, self.warmup)) * decay
 
     @property
     def checkpoint_path(self) -> Path:
@@ -101,7 +114,7 @@ class TrainLoop:
         while self.step < self.steps:
             t0 = time.perf_counter()
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup))
+                group["lr"] = self.lr_at(self.step)
             g = step_generator(self.seed, self.step, self.accelerator.process_index)
             self.model.train()
             out = step_fn(self.model, g)

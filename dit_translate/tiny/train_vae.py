@@ -21,10 +21,11 @@ from dit_translate.tiny.models import VAE_CONFIG, make_vae
 
 @dataclass
 class VAETrainConfig:
-    steps: int = 5000
+    steps: int = 4000
     batch_size: int = 16
     lr: float = 5e-4
     warmup: int = 100
+    decay_from: float = 0.4
     kl_weight: float = 1e-6
     l1_weight: float = 0.5
     grad_weight: float = 0.5
@@ -90,7 +91,7 @@ def train_vae(work: str | Path, cfg: VAETrainConfig, data: TinyDataset | None = 
 
     loop = TrainLoop(work, module, optimizer, cfg.steps, cfg.lr, cfg.warmup, cfg.seed,
                      cfg.save_every, cfg.log_every, config=asdict(cfg), desc="vae",
-                     batch_size=cfg.batch_size)
+                     batch_size=cfg.batch_size, decay_from=cfg.decay_from)
 
     def step_fn(model: torch.nn.Module, g: torch.Generator) -> dict[str, torch.Tensor]:
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
