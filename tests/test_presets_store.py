@@ -1,5 +1,7 @@
 """Presets are validated with clear errors; the store caches, frees and fails clearly offline."""
 
+from pathlib import Path
+
 import pytest
 
 from dit_translate.presets import PresetError, list_presets, load_preset
@@ -75,3 +77,43 @@ def test_store_loads_once_and_switching_frees(tmp_path, random_sd_folder):
     shutil.copytree(random_sd_folder, other)
     second = store.get("tiny", model=str(other))
     assert second is not first and store._current[1] is second
+
+
+def test_shipped_presets_name_guidance_models():
+    sd15 = load_preset("sd15").guidance
+    assert sd15.clip == ("ViT-B-32/openai",) and sd15.dino == "vit_base_patch8_224.dino" and sd15.fallback is None
+    tiny = load_preset("tiny")
+    assert tiny.guidance.fallback == "random-tiny"
+    assert tiny.guidance.clip[0].startswith("local-dir:/") and tiny.guidance.clip[0].endswith("assets/tiny/clip")
+    assert tiny.with_model("/elsewhere").guidance == tiny.guidance
+    shipped = Path(tiny.guidance.clip[0].removeprefix("local-dir:"), "open_clip_config.json").is_file()
+    assert shipped or "guidance: UNTRAINED random tiny clip" in availability(tiny).detail
+
+
+def test_guidance_local_dirs_resolve_against_the_preset_file(tmp_path):
+    path = _write(tmp_path, 'name="x"\nkind="pixel"\nmodel="a/b"\n[guidance]\nclip=["local-dir:./c", "RN50/openai"]\n'
+                            'dino="local-dir:d"')
+    g = load_preset(str(path)).guidance
+    assert g.clip == (f"local-dir:{tmp_path / 'c'}", "RN50/openai") and g.dino == f"local-dir:{tmp_path / 'd'}"
+
+
+@pytest.mark.parametrize(
+    "table,match",
+    [
+        ('clip="ViT-B-32/openai"', "clip must be a list"),
+        ('clip=["ViT-B-32"]', "must be 'arch/pretrained-tag'"),
+        ('clip=["a/b/c"]', "must be 'arch/pretrained-tag'"),
+        ('clip=["local-dir:"]', "names no folder after 'local-dir:'"),
+        ('dino="timm/vit_base_patch8_224.dino"', "dino 'timm/vit_base_patch8_224.dino' must be a timm id"),
+        ("dino=3", "dino must be a timm id"),
+        ('clip=["RN50/openai"]\nfallback="random-tiny"', "fallback only applies to 'local-dir:' models"),
+        ('dino="local-dir:d"\nfallback="zeros"', "fallback must be one of"),
+        ('lpips="alex"', r"unknown \[guidance\] field\(s\) \['lpips'\]"),
+        ("", "names no model"),
+    ],
+)
+def test_bad_guidance_tables_are_named_errors(tmp_path, table, match):
+    path = _write(tmp_path, f'name="x"\nkind="pixel"\nmodel="a/b"\n[guidance]\n{table}')
+    with pytest.raises(PresetError, match="p.toml") as err:
+        load_preset(str(path))
+    assert err.match(match)
