@@ -80,6 +80,28 @@ def preset_banner(name: str) -> str:
     return text
 
 
+def _reporter(progress, label: str):
+    """Adapt ``gr.Progress`` to the core's ``progress(done, total, desc)`` callback."""
+
+    def report(done: int, total: int, desc: str) -> None:
+        progress((done, total), desc=f"{label}: {desc}")
+
+    return report
+
+
+def _present(image, original):
+    """A result tensor (1, 3, h, w) in [-1, 1] -> PIL at the input's aspect ratio (working scale)."""
+    out = images.to_pil(image)
+    return images.restore_aspect(out, original.size, max_side=max(out.size))
+
+
+def _save_output(img, name: str) -> str:
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="dit-translate-")
+    return str(images.save_image(img, os.path.join(folder, f"{name}.png")))
+
+
 @GPU(duration=120)
 def run_editing(
     image,
@@ -104,20 +126,14 @@ def run_editing(
         gallery, rows, files = [], [], []
         for method in methods:
             label = METHOD_LABELS[method] + (f" ({variant})" if method == "correct" else "")
-
-            def report(done: int, total: int, desc: str, label=label) -> None:
-                progress((done, total), desc=f"{label}: {desc}")
-
             request = api.EditRequest(
                 method=method, prompt=prompt, strength=float(strength), steps=int(steps), guidance=float(guidance),
                 seed=int(seed), variant=variant, inversion_steps=int(inversion_steps),
             )
-            result = api.edit(request, original, preset=preset, progress=report)
+            result = api.edit(request, original, preset=preset, progress=_reporter(progress, label))
             if not gallery:
-                source = images.to_pil(result.extras["source"])
-                gallery.append((images.restore_aspect(source, original.size, max_side=max(source.size)), "Source"))
-            out = images.to_pil(result.image)
-            out = images.restore_aspect(out, original.size, max_side=max(out.size))
+                gallery.append((_present(result.extras["source"], original), "Source"))
+            out = _present(result.image, original)
             gallery.append((out, label))
             rows.append([label, round(result.seconds, 2), result.nfe, round(result.metrics["ssim_to_source"], 3)])
             files.append(_save_output(out, method))
@@ -126,11 +142,65 @@ def run_editing(
     return gallery, rows, files
 
 
-def _save_output(img, method: str) -> str:
-    import tempfile
+@GPU(duration=180)
+def run_guided(
+    image,
+    mode: str,
+    text: str,
+    source_text: str,
+    style_image,
+    preset: str,
+    steps: int,
+    guidance: float,
+    seed: int,
+    skip: float,
+    edit: float,
+    eta_edit: float,
+    lr: float,
+    inner_steps: int,
+    reg_weight: float,
+    symmetric: bool,
+    progress=gr.Progress(),
+):
+    """AGG next to the unguided DDIM result of the same seed: (slider pair, gallery, metrics rows, files)."""
+    if image is None:
+        raise gr.Error("Upload an image first.")
+    text_mode = mode == "text"
+    if not text_mode and style_image is None:
+        raise gr.Error("Image-guided mode needs a style image.")
+    try:
+        original = images.load_image(image)
+        request = api.GuideRequest(
+            text=text if text_mode else None,
+            source_text=(source_text or None) if text_mode else None,
+            style_image=None if text_mode else style_image,
+            steps=int(steps), guidance=float(guidance), seed=int(seed),
+        )
+        options = dict(skip=float(skip), edit=float(edit), eta_edit=float(eta_edit), lr=float(lr),
+                       inner_steps=int(inner_steps), reg_weight=float(reg_weight), symmetric=bool(symmetric))
+        result = api.guide(request, original, preset=preset, options=options, progress=_reporter(progress, "AGG"))
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+    baseline = result.extras["ddim"]
+    ddim_img, agg_img = _present(baseline.image, original), _present(result.image, original)
+    m = result.metrics
+    rows = [
+        ["DDIM (unguided)", round(baseline.seconds, 2), baseline.nfe, baseline.extras["unet_backwards"],
+         round(m["guidance_loss_ddim"], 3), round(m["ssim_to_source_ddim"], 3)],
+        ["AGG", round(result.seconds, 2), result.nfe, result.extras["unet_backwards"],
+         round(m["guidance_loss_agg"], 3), round(m["ssim_to_source"], 3)],
+    ]
+    gallery = [(_present(result.extras["source"], original), "Source"), (ddim_img, "DDIM (unguided)"), (agg_img, "AGG")]
+    files = [_save_output(ddim_img, "ddim"), _save_output(agg_img, "agg")]
+    return (ddim_img, agg_img), gallery, rows, files
 
-    folder = tempfile.mkdtemp(prefix="dit-translate-")
-    return str(images.save_image(img, os.path.join(folder, f"{method}.png")))
+
+def _seed_row():
+    with gr.Row():
+        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+        randomize = gr.Button("🎲 Random seed", scale=0)
+    randomize.click(lambda: int.from_bytes(os.urandom(4), "little") % MAX_SEED, None, seed)
+    return seed
 
 
 def example_images() -> list[str]:
@@ -143,6 +213,7 @@ def example_images() -> list[str]:
 
 def build_demo(default_preset: str = "tiny") -> gr.Blocks:
     defaults = load_preset(default_preset).defaults
+    examples = example_images()
     with gr.Blocks(title="dit-translate") as demo:
         gr.Markdown("# dit-translate\nDiffusion image-to-image translation, side by side.")
         with gr.Row():
@@ -163,9 +234,7 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
                     strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength")
                     steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
                     guidance = gr.Slider(1.0, 15.0, value=defaults.guidance, step=0.5, label="Guidance")
-                    with gr.Row():
-                        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-                        randomize = gr.Button("🎲", scale=0)
+                    seed = _seed_row()
                     methods = gr.CheckboxGroup(
                         [("SDEdit", "sdedit"), ("Correction", "correct"), ("PnP (slow)", "pnp")],
                         value=["sdedit", "correct"], label="Methods",
@@ -186,18 +255,60 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
                         interactive=False,
                     )
                     files = gr.File(label="Download", file_count="multiple")
-            randomize.click(lambda: int.from_bytes(os.urandom(4), "little") % MAX_SEED, None, seed)
             inputs = [image, prompt, preset, strength, steps, guidance, seed, methods, variant, inversion_steps]
             run.click(run_editing, inputs, [gallery, table, files], api_name="edit", concurrency_limit=1,
                       time_limit=600)
-            examples = example_images()
             if examples:
                 gr.Examples([[e, "a comic drawing"] for e in examples], [image, prompt])
+
+        with gr.Tab("Guided translation (AGG)"):
+            gr.Markdown(
+                "**Asymmetric gradient guidance** inverts the photo, then steers the first third of the "
+                "denoising towards a target text (CLIP) or a style image (DINO + pixels): one gradient step "
+                "through the U-Net, a cheap refinement that never backpropagates through it, and an update "
+                "that guides only the x0 term. Left: the unguided DDIM result of the same seed."
+            )
+            with gr.Row():
+                with gr.Column():
+                    g_image = photo_input(label="Photo", sources=["upload", "clipboard", "webcam"])
+                    g_mode = gr.Radio([("Text-guided", "text"), ("Image-guided", "image")], value="text",
+                                      label="Guidance")
+                    g_text = gr.Textbox(label="Target text", value="a comic drawing")
+                    g_source_text = gr.Textbox(label="Source text (optional)", placeholder="a photo")
+                    g_style = photo_input(label="Style image (image-guided)", sources=["upload", "clipboard"])
+                    g_steps = gr.Slider(5, 200, value=50, step=1, label="Steps (respaced grid)")
+                    g_guidance = gr.Slider(1.0, 15.0, value=defaults.guidance, step=0.5, label="Text CFG")
+                    g_seed = _seed_row()
+                    with gr.Accordion("Advanced", open=False):
+                        g_skip = gr.Slider(0.0, 0.9, value=0.4, step=0.05, label="Skip fraction (start at ~0.6T)")
+                        g_edit = gr.Slider(0.0, 0.6, value=0.2, step=0.05, label="Edit window (fraction of grid)")
+                        g_eta_edit = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="eta in the edit window")
+                        g_lr = gr.Slider(0.001, 0.2, value=0.02, step=0.001, label="AdamW lr (refinement)")
+                        g_inner = gr.Slider(1, 10, value=1, step=1, label="Refinement steps K")
+                        g_reg = gr.Slider(0.0, 1000.0, value=200.0, step=10.0, label="Structure regulariser weight")
+                        g_symmetric = gr.Checkbox(False, label="Symmetric update (ablation)")
+                    g_run = gr.Button("Run", variant="primary")
+                with gr.Column():
+                    g_slider = gr.ImageSlider(label="DDIM (unguided) | AGG", type="pil")
+                    g_gallery = gr.Gallery(label="Results", columns=3, height="auto")
+                    g_table = gr.Dataframe(
+                        headers=["method", "seconds", "U-Net evals (NFE)", "U-Net backprops", "guidance loss",
+                                 "SSIM to source"],
+                        label="Metrics (lower guidance loss = closer to the target)", interactive=False,
+                    )
+                    g_files = gr.File(label="Download", file_count="multiple")
+            g_inputs = [g_image, g_mode, g_text, g_source_text, g_style, preset, g_steps, g_guidance, g_seed,
+                        g_skip, g_edit, g_eta_edit, g_lr, g_inner, g_reg, g_symmetric]
+            g_run.click(run_guided, g_inputs, [g_slider, g_gallery, g_table, g_files], api_name="guide",
+                        concurrency_limit=1, time_limit=900)
+            if examples:
+                gr.Examples([[e, "text", "a comic drawing"] for e in examples], [g_image, g_mode, g_text])
 
         with gr.Tab("About / models"):
             gr.Markdown(
                 "**Methods.** SDEdit (Meng et al., ICLR 2022); semantic-discrepancy correction (Yuan et al., "
-                "IEEE/CAA JAS 2025, doi:10.1109/JAS.2024.124800); Plug-and-Play (Tumanyan et al., CVPR 2023).\n\n"
+                "IEEE/CAA JAS 2025, doi:10.1109/JAS.2024.124800); Plug-and-Play (Tumanyan et al., CVPR 2023); "
+                "Asymmetric Gradient Guidance (Kwon & Ye, arXiv:2306.04396).\n\n"
                 "**NFE** counts U-Net evaluations per image (a classifier-free-guidance step counts 2)."
             )
     return demo

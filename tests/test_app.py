@@ -57,3 +57,33 @@ def test_bad_inputs_are_clear_errors_and_the_app_keeps_serving(client, tmp_path,
         _edit(client, **args)
     gallery, _, _ = _edit(client, "assets/examples/coffee.jpg", methods=("sdedit",))
     assert [g["caption"] for g in gallery] == ["Source", "SDEdit"]
+
+
+def _guide(client, image, mode="text", text="a comic drawing", style=None, steps=10):
+    return client.predict(
+        gradio_client.handle_file(str(image)) if image is not None else None,
+        mode, text, "", gradio_client.handle_file(str(style)) if style else None,
+        "tiny", steps, 3.0, 0, 0.4, 0.2, 0.7, 0.02, 1, 200.0, False, api_name="/guide",
+    )
+
+
+@pytest.mark.parametrize("mode", ["text", "image"])
+def test_guided_tab_shows_ddim_next_to_agg(client, mode):
+    style = "assets/examples/coffee.jpg" if mode == "image" else None
+    pair, gallery, table, files = _guide(client, "assets/examples/chelsea.jpg", mode=mode, style=style)
+    assert [g["caption"] for g in gallery] == ["Source", "DDIM (unguided)", "AGG"]
+    left, right = (Image.open(p["path"] if isinstance(p, dict) else p) for p in pair)
+    assert left.size == right.size == Image.open(gallery[0]["image"]).size
+    ddim, agg = table["data"]
+    assert agg[2] == ddim[2]  # the MCG step reuses its forward pass: same U-Net evaluations...
+    from dit_translate.methods.agg import agg_phases
+
+    assert ddim[3] == 0 and agg[3] == agg_phases(10).count("edit") >= 1  # ...plus one backprop per edit step
+    assert len(files) == 2
+
+
+def test_guided_tab_needs_a_style_image_in_image_mode(client):
+    with pytest.raises(Exception, match="needs a style image"):
+        _guide(client, "assets/examples/chelsea.jpg", mode="image")
+    with pytest.raises(Exception, match="AGG needs a target"):
+        _guide(client, "assets/examples/chelsea.jpg", text="  ")
