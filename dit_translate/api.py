@@ -168,3 +168,32 @@ def guide(
                          untrained_guidance=sorted(guidance_models.untrained), source=source, ddim=baseline,
                          mode="text" if text else "image")
     return result
+
+
+def translate(
+    image: images.ImageSource | Image.Image,
+    *,
+    preset: str = "tiny-dit",
+    checkpoint: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    store: ModelStore | None = None,
+    progress: Progress | None = None,
+) -> TranslationResult:
+    """Paired translation of ``image`` (DiT or pix2pix) with the ``checkpoint`` folder, else ``preset``'s.
+
+    The image is fitted to the checkpoint's size (longer side, aspect kept); ``None`` knobs take the
+    checkpoint's defaults. Adds ``ssim_to_source`` to the metrics and whether the weights are untrained.
+    """
+    from dit_translate.paired.translate import translate as translate_paired
+
+    img = images.load_image(image)  # a bad image fails before any model is loaded
+    loaded = (store or default_store()).get_paired(preset, checkpoint)
+    models = loaded.models
+    source = images.to_tensor(images.to_working_size(img, models.image_size, models.size_multiple))
+    result = translate_paired(models, source, steps=steps, guidance=guidance, seed=seed, progress=progress)
+    result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
+    result.extras.update(preset=models.name, untrained=loaded.untrained, clip_untrained=models.clip_untrained,
+                         source=source)
+    return result

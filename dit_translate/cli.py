@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_edit)
     from dit_translate.cli_guide import add_guide_parser
     add_guide_parser(sub)
+    from dit_translate.cli_paired import add_paired_parsers
+    add_paired_parsers(sub)
 
     p = sub.add_parser("bench", help="run the editing benchmark (JSON + markdown + PNG)")
     p.add_argument("--out", default="benchmarks/results", help="output folder")

@@ -1,10 +1,17 @@
 """Image metrics shared by the CLI, the app, evaluation and the tests.
 
 Images are (1, 3, H, W) or (3, H, W) tensors in [-1, 1]. SSIM follows the correction paper's
-protocol: ``skimage.metrics.structural_similarity`` on grayscale images in [0, 1].
+protocol: ``skimage.metrics.structural_similarity`` on grayscale images in [0, 1]. LPIPS, CLIP image
+similarity and FID/KID need network weights: LPIPS reads them from local files only, the others take
+a caller-chosen feature extractor (offline tests use random ones: plumbing checks, not scores).
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,3 +42,90 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two same-size images in [-1, 1], measured on [0, 1] (inf when identical)."""
     mse = ((a.float().clamp(-1, 1) - b.float().clamp(-1, 1)) / 2).pow(2).mean().item()
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+# ---- learned and distribution metrics (weights never downloaded here) --------------------------
+
+LPIPS_BACKBONES = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Weights")}
+"""LPIPS trunk -> (torchvision constructor, weights enum) of its ImageNet backbone."""
+
+
+def lpips_backbone_file(net: str = "alex", path: str = "") -> Path:
+    """Where LPIPS's backbone weights are read from: ``path``, else torchvision's file in the torch hub cache."""
+    if path:
+        return Path(path)
+    import torchvision
+
+    url = getattr(torchvision.models, LPIPS_BACKBONES[net][1]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def load_lpips(net: str = "alex", backbone: str = "", *, random_backbone: bool = False) -> torch.nn.Module:
+    """A frozen LPIPS v0.1 model (``model(a, b)`` -> (B, 1, 1, 1) distances of images in [-1, 1]).
+
+    The linear heads ship with the lpips wheel; the torchvision backbone is read from ``backbone`` (a
+    ``.pth``/``.safetensors`` file) or the torch hub cache, never downloaded: a missing file raises
+    ``FileNotFoundError`` saying how to get it. ``random_backbone=True`` keeps a random trunk: a testing
+    switch whose distances mean nothing.
+    """
+    import lpips
+
+    if net not in LPIPS_BACKBONES:
+        raise ValueError(f"unknown LPIPS network {net!r}; choose one of {sorted(LPIPS_BACKBONES)}")
+    file = None if random_backbone else lpips_backbone_file(net, backbone)
+    if file is not None and not file.is_file():
+        constructor = LPIPS_BACKBONES[net][0]
+        raise FileNotFoundError(
+            f"LPIPS ({net}) needs its torchvision backbone weights at {file}, which is missing: run "
+            f"`python -c \"import torchvision; torchvision.models.{constructor}(weights='IMAGENET1K_V1')\"` "
+            "where the network is available (it fills the torch hub cache), or name a local copy of the file"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's 'pretrained' deprecation notice
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    if file is not None:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        trunk = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        # lpips splits torchvision's `features` into slices that keep the layer indices: sliceK.<i>.weight
+        model.net.load_state_dict({k: trunk[k.split(".", 1)[1]] for k in model.net.state_dict()})
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def lpips_distance(a: torch.Tensor, b: torch.Tensor, model: torch.nn.Module) -> float:
+    """Mean LPIPS distance (0 = identical, larger = more different) of two same-size batches in [-1, 1]."""
+    device = next(model.parameters()).device
+    return float(model(a.float().to(device), b.float().to(device)).mean())
+
+
+@torch.no_grad()
+def clip_image_similarity(a: torch.Tensor, b: torch.Tensor, embed) -> float:
+    """Mean cosine similarity in [-1, 1] of CLIP image embeddings; ``embed``: images in [-1, 1] -> unit-norm (B, D)."""
+    return float((embed(a) * embed(b)).sum(-1).mean())
+
+
+def fid_kid(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, seed: int = 0) -> dict[str, float]:
+    """Frechet and kernel (KID, unbiased) distances of two (N, D) feature sets, via clean-fid's formulas.
+
+    The features come from a chosen extractor (clean-fid/torchmetrics style); both are NaN with fewer
+    than 2 samples per set. KID's random subsets use a private RNG seeded with ``seed``.
+    """
+    from cleanfid.fid import frechet_distance, kernel_distance
+
+    if min(len(real), len(fake)) < 2:
+        return {"fid": float("nan"), "kid": float("nan")}
+    real, fake = real.astype(np.float64), fake.astype(np.float64)
+    with contextlib.redirect_stdout(sys.stderr):  # clean-fid prints its singular-covariance notice
+        fid = frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        kid = kernel_distance(real, fake, num_subsets=kid_subsets)
+    finally:
+        np.random.set_state(state)
+    return {"fid": float(fid), "kid": float(kid)}

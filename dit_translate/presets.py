@@ -22,6 +22,10 @@ A preset file looks like::
     dino = "vit_base_patch8_224.dino"   # timm id with its pretrained tag, or "local-dir:folder"
     fallback = "random-tiny"            # optional: UNTRAINED random tiny models for missing local-dir folders
 
+A paired-translation preset has ``kind = "dit"``, names its checkpoint folder in ``model`` and adds
+the tables of ``dit_translate.paired.config`` ([dit], [pix2pix], [encoders], [data], [diffusion],
+[train]); ``size`` is its image size. ``list_presets()`` returns editing presets unless asked otherwise.
+
 Everything is validated when loaded; a bad field is a ``PresetError`` naming the file and field.
 """
 
@@ -30,13 +34,19 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dit_translate.diffusion.features import KINDS, FeatureSet
+
+if TYPE_CHECKING:
+    from dit_translate.paired.config import PairedSpec
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 MODEL_KINDS = ("stable-diffusion", "pixel")
 FALLBACKS = ("random-sd",)
+PAIRED_KINDS = ("dit",)
+PAIRED_FALLBACKS = ("random-dit",)
+PAIRED_TABLES = ("dit", "pix2pix", "encoders", "data", "diffusion", "train")
 GUIDANCE_FALLBACKS = ("random-tiny",)
 LOCAL_DIR = "local-dir:"
 
@@ -85,6 +95,7 @@ class Preset:
     defaults: MethodDefaults = field(default_factory=MethodDefaults)
     layers: dict[str, FeatureSet] = field(default_factory=dict)
     guidance: GuidanceSpec | None = None
+    paired: PairedSpec | None = None
 
     @property
     def is_local(self) -> bool:
@@ -100,10 +111,11 @@ class Preset:
         path = Path(model).expanduser()
         resolved = str(path.resolve()) if path.exists() or model.startswith((".", "/", "~")) else model
         return Preset(self.name, self.kind, resolved, self.description, self.size, self.source, None, None,
-                      self.defaults, self.layers, self.guidance)
+                      self.defaults, self.layers, self.guidance, self.paired)
 
 
-_TOP_KEYS = {"name", "kind", "description", "model", "revision", "size", "fallback", "defaults", "layers", "guidance"}
+_TOP_KEYS = {"name", "kind", "description", "model", "revision", "size", "fallback", "defaults", "layers", "guidance",
+             *PAIRED_TABLES}
 
 
 def _check(cond: bool, source: Path, message: str) -> None:
@@ -117,13 +129,20 @@ def parse_preset(data: dict[str, Any], source: Path) -> Preset:
     _check(not unknown, source, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
     for key in ("name", "kind", "model"):
         _check(isinstance(data.get(key), str) and data[key].strip() != "", source, f"'{key}' must be a non-empty string")
-    _check(data["kind"] in MODEL_KINDS, source, f"'kind' must be one of {MODEL_KINDS}, got {data['kind']!r}")
+    kinds = MODEL_KINDS + PAIRED_KINDS
+    _check(data["kind"] in kinds, source, f"'kind' must be one of {kinds}, got {data['kind']!r}")
+    paired_kind = data["kind"] in PAIRED_KINDS
+    misplaced = sorted(set(data) & set(PAIRED_TABLES)) if not paired_kind else []
+    _check(not misplaced, source, f"table(s) {misplaced} only apply to kind {PAIRED_KINDS}")
     size = data.get("size", 512)
     _check(isinstance(size, int) and not isinstance(size, bool) and 32 <= size <= 2048 and size % 8 == 0,
            source, f"'size' must be an integer multiple of 8 in [32, 2048], got {size!r}")
     fallback = data.get("fallback")
-    _check(fallback is None or fallback in FALLBACKS, source, f"'fallback' must be one of {FALLBACKS}")
+    allowed = PAIRED_FALLBACKS if paired_kind else FALLBACKS
+    _check(fallback is None or fallback in allowed, source, f"'fallback' must be one of {allowed}")
     model = data["model"]
+    _check(not paired_kind or model.startswith((".", "/")), source,
+           "'model' of a dit preset must be a local checkpoint folder (starting with '.', '..' or '/')")
     if model.startswith((".", "/")) or "/" not in model:
         model = str((source.parent / model).resolve())
     return Preset(
@@ -138,7 +157,17 @@ def parse_preset(data: dict[str, Any], source: Path) -> Preset:
         defaults=_parse_defaults(data.get("defaults", {}), source),
         layers=_parse_layers(data.get("layers", {}), source),
         guidance=_parse_guidance(data["guidance"], source) if "guidance" in data else None,
+        paired=_parse_paired(data, size, source) if paired_kind else None,
     )
+
+
+def _parse_paired(data: dict[str, Any], size: int, source: Path) -> PairedSpec:
+    from dit_translate.paired.config import parse_paired
+
+    try:
+        return parse_paired(data, size, source.parent)
+    except ValueError as e:
+        raise PresetError(f"preset {source.name}: {e}") from None
 
 
 def _parse_defaults(raw: Any, source: Path) -> MethodDefaults:
@@ -229,11 +258,12 @@ def load_preset(name_or_path: str) -> Preset:
     return parse_preset(data, path)
 
 
-def list_presets() -> list[Preset]:
-    """All presets under ``presets/`` (editing presets only: files whose ``kind`` is a model kind)."""
+def list_presets(kinds: tuple[str, ...] = MODEL_KINDS) -> list[Preset]:
+    """The presets under ``presets/`` whose ``kind`` is in ``kinds`` (default: the editing presets;
+    ``PAIRED_KINDS`` for paired translation)."""
     out = []
     for path in sorted(PRESET_DIR.glob("*.toml")):
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        if data.get("kind") in MODEL_KINDS:
+        if data.get("kind") in kinds:
             out.append(parse_preset(data, path))
     return out

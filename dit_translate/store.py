@@ -22,6 +22,7 @@ from dit_translate.runtime import hub_offline, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from dit_translate.encoders import Guidance
+    from dit_translate.paired.translate import PairedModels
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ def availability(preset: Preset) -> Availability:
 
 
 def _model_availability(preset: Preset) -> Availability:
+    if preset.paired is not None:
+        return _paired_availability(preset)
     if preset.is_local:
         path = Path(preset.model)
         if _is_model_folder(path):
@@ -80,6 +83,34 @@ def _model_availability(preset: Preset) -> Availability:
     if hub_offline():
         return Availability(False, f"not cached and HF_HUB_OFFLINE=1 ({preset.model})")
     return Availability(True, f"downloads {preset.model} from the Hugging Face Hub on first use")
+
+
+def _is_paired_checkpoint(path: Path) -> bool:
+    return (path / "paired.json").is_file()
+
+
+def _paired_availability(preset: Preset) -> Availability:
+    path = Path(preset.model)
+    if _is_paired_checkpoint(path):
+        return Availability(True, f"checkpoint folder {path}")
+    if preset.fallback == "random-dit":
+        return Availability(True, f"UNTRAINED random DiT (no trained checkpoint at {path})")
+    return Availability(False, f"no trained checkpoint at {path}")
+
+
+def resolve_paired_folder(preset: Preset) -> tuple[Path, bool]:
+    """The checkpoint folder of a paired (``kind = "dit"``) preset and whether it is an untrained stand-in."""
+    path = Path(preset.model)
+    if _is_paired_checkpoint(path):
+        return path, False
+    if preset.fallback == "random-dit":
+        from dit_translate.paired.translate import build_untrained
+
+        return build_untrained(preset, UNTRAINED_CACHE), True
+    raise MissingWeightsError(
+        f"preset {preset.name!r}: no trained checkpoint at {path} (no paired.json); train one with "
+        f"`python -m dit_translate train --config {preset.source} --data DIR --out {path}` or pass --checkpoint"
+    )
 
 
 def _cached_snapshot(preset: Preset) -> Path | None:
@@ -145,6 +176,16 @@ def _untrained_folder() -> Path:
 
 
 @dataclass
+class LoadedPaired:
+    """A loaded paired checkpoint: its models, the preset it came from (None for ``--checkpoint``), its folder."""
+
+    preset: Preset | None
+    models: PairedModels
+    folder: Path
+    untrained: bool
+
+
+@dataclass
 class Loaded:
     """A loaded preset: its models and how it was resolved."""
 
@@ -163,6 +204,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._current: tuple[tuple[str, str], Loaded] | None = None
         self._guidance: tuple[tuple[str, GuidanceSpec | None], Guidance] | None = None
+        self._paired: tuple[tuple[str, str], LoadedPaired] | None = None
 
     def get(self, preset: str | Preset, model: str | None = None) -> Loaded:
         """The models of ``preset`` (name, path or ``Preset``), optionally pointed at another ``model``."""
@@ -195,6 +237,27 @@ class ModelStore:
                 gc.collect()
                 self._guidance = (key, Guidance(p, self.device))
             return self._guidance[1]
+
+    def get_paired(self, preset: str | Preset = "tiny-dit", checkpoint: str | Path | None = None) -> LoadedPaired:
+        """The paired-translation models of ``checkpoint`` (a folder) if given, else of the ``kind = "dit"``
+        ``preset``. One paired checkpoint is kept per process, next to one editing preset."""
+        from dit_translate.paired.translate import load_paired
+
+        p = None
+        if checkpoint is None:
+            p = load_preset(preset) if isinstance(preset, str) else preset
+            if p.paired is None:
+                raise ValueError(f"preset {p.name!r} is a {p.kind!r} preset, not a paired-translation (dit) preset")
+        key = ("checkpoint", str(Path(checkpoint).resolve())) if p is None else (p.name, p.model)
+        with self._lock:
+            if self._paired is not None and self._paired[0] == key:
+                return self._paired[1]
+            self._paired = None
+            gc.collect()
+            folder, untrained = (Path(key[1]), False) if p is None else resolve_paired_folder(p)
+            models = load_paired(folder, self.device, self.dtype)
+            self._paired = (key, LoadedPaired(p, models, folder, untrained or models.untrained))
+            return self._paired[1]
 
     def _free(self) -> None:
         self._current = None

@@ -1,0 +1,199 @@
+"""Checkpoint folders of paired models, and atomic, exactly-resumable training state. No pickle anywhere.
+
+A checkpoint folder (what ``train --out`` writes and ``translate``/``eval --checkpoint`` read)::
+
+    paired.json                    kind (dit | pix2pix), image size, preset tables, encoder references, step
+    model/                         the network: config.json + diffusion_pytorch_model.safetensors (EMA weights)
+    scheduler/                     the DDIM scheduler config (DiT only)
+    vae/, clip/                    copies of local encoders (hub ids and open_clip tags are only named)
+    train_state.safetensors        training state for exact resume (see ``save_state``)
+    loss.csv, samples/, run.json   training log, sample grids, the run's configuration
+
+Training state is any nest of dicts/lists/tuples/scalars/tensors (model, EMA, optimizer and scheduler
+state dicts, RNG): tensors become safetensors entries, the rest a JSON skeleton in the file's metadata
+(dict keys keep their int/str type, so optimizer states load back). Writes go to a temporary file
+that replaces the target with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dit_translate.paired.config import PairedSpec, is_local_ref, parse_paired
+from dit_translate.presets import LOCAL_DIR
+
+FORMAT = "dit-translate-paired"
+VERSION = 1
+META_FILE = "paired.json"
+STATE_FILE = "train_state.safetensors"
+MODEL_DIR = "model"
+SCHEDULER_DIR = "scheduler"
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a (complete) paired checkpoint; the message names it and what is missing."""
+
+
+# ---- atomic files ------------------------------------------------------------------------------
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = _tmp_name(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---- training state ----------------------------------------------------------------------------
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if torch.is_tensor(obj):
+        key = str(len(tensors))
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"t": key}
+    if isinstance(obj, dict):
+        return {"d": [[k, _flatten(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"l" if isinstance(obj, list) else "u": [_flatten(v, tensors) for v in obj]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"v": obj}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a training state")
+
+
+def _unflatten(node: dict, tensors: dict[str, torch.Tensor]) -> Any:
+    (tag, value), = node.items()
+    if tag == "t":
+        return tensors[value]
+    if tag == "d":
+        return {k: _unflatten(v, tensors) for k, v in value}
+    if tag == "l":
+        return [_unflatten(v, tensors) for v in value]
+    if tag == "u":
+        return tuple(_unflatten(v, tensors) for v in value)
+    return value
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically write a nested training ``state`` to one safetensors file."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, tensors)
+    tmp = _tmp_name(path)
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(skeleton)})
+    os.replace(tmp, path)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read what ``save_state`` wrote (tensors on the CPU)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a dit-translate training state")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return _unflatten(json.loads(meta["state"]), tensors)
+
+
+# ---- checkpoint folders ------------------------------------------------------------------------
+def encoder_refs(spec: PairedSpec) -> dict[str, str]:
+    """The encoder references a checkpoint records: local encoders become ``./vae`` and ``local-dir:./clip``
+    (copied there by ``write_checkpoint``), hub ids and open_clip names stay as they are."""
+    enc = spec.encoders
+    local_vae = is_local_ref(enc.vae)
+    return {
+        "vae": "./vae" if local_vae else enc.vae,
+        "vae_subfolder": "" if local_vae else enc.vae_subfolder,
+        "clip": LOCAL_DIR + "./clip" if enc.clip.startswith(LOCAL_DIR) else enc.clip,
+    }
+
+
+def resolve_refs(refs: dict[str, str], folder: Path) -> dict[str, str]:
+    """Encoder references of a checkpoint in ``folder`` with its ``./`` paths made absolute."""
+    out = dict(refs)
+    if refs["vae"].startswith("./"):
+        out["vae"] = str(folder / refs["vae"][2:])
+    if refs["clip"].startswith(LOCAL_DIR + "./"):
+        out["clip"] = LOCAL_DIR + str(folder / refs["clip"][len(LOCAL_DIR) + 2:])
+    return out
+
+
+def copy_local_encoders(spec: PairedSpec, folder: Path, clip_spec: str | None) -> None:
+    """Copy the local VAE and the local CLIP folder actually used (``clip_spec``) into ``folder``, once."""
+    enc = spec.encoders
+    if is_local_ref(enc.vae) and not (folder / "vae").exists():
+        shutil.copytree(Path(enc.vae) / enc.vae_subfolder, folder / "vae")
+    if clip_spec is not None and clip_spec.startswith(LOCAL_DIR) and not (folder / "clip").exists():
+        shutil.copytree(Path(clip_spec[len(LOCAL_DIR):]), folder / "clip")
+
+
+def write_checkpoint(
+    folder: str | Path,
+    *,
+    kind: str,
+    net: torch.nn.Module,
+    spec: PairedSpec,
+    image_size: int,
+    step: int,
+    preset: str,
+    defaults: dict[str, Any] | None = None,
+    untrained: bool = False,
+    scheduler=None,
+    clip_spec: str | None = None,
+    clip_untrained: bool = False,
+) -> Path:
+    """Write (or update) the loadable part of a checkpoint folder: network, scheduler, encoders, paired.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    copy_local_encoders(spec, folder, clip_spec)
+    staging = folder / f".{MODEL_DIR}.{secrets.token_hex(4)}.tmp"
+    net.save_pretrained(staging, safe_serialization=True)
+    (folder / MODEL_DIR).mkdir(exist_ok=True)
+    for f in staging.iterdir():
+        os.replace(f, folder / MODEL_DIR / f.name)
+    staging.rmdir()
+    if scheduler is not None:
+        scheduler.save_pretrained(folder / SCHEDULER_DIR)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "image_size": image_size,
+        "step": step,
+        "preset": preset,
+        "untrained": untrained,
+        "clip_untrained": clip_untrained,
+        "defaults": defaults or {},
+        "encoders": encoder_refs(spec),
+        "spec": spec.to_dict(),
+    }
+    write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2))
+    return folder
+
+
+def read_meta(folder: str | Path) -> tuple[dict[str, Any], PairedSpec]:
+    """The validated ``paired.json`` of a checkpoint folder and its preset tables."""
+    folder = Path(folder)
+    path = folder / META_FILE
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a paired checkpoint: it has no {META_FILE} "
+                              "(train one with `python -m dit_translate train --config ... --out DIR`)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise CheckpointError(f"{path} is not a version-{VERSION} {FORMAT} file")
+    if not (folder / MODEL_DIR / "config.json").is_file():
+        raise CheckpointError(f"checkpoint {folder} has no {MODEL_DIR}/config.json (interrupted before its first save?)")
+    return meta, parse_paired(meta["spec"], int(meta["image_size"]))

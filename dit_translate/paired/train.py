@@ -1,0 +1,318 @@
+"""Training paired models with accelerate: the CLIP-conditioned DiT (methods.md 1) or the pix2pix baseline.
+
+    python -m dit_translate train --config presets/X.toml --data DIR --out DIR [--max-steps N]
+    accelerate launch -m dit_translate train ...        # several GPUs / nodes, same code
+
+DiT loss (weights, cut and CLIP reference are preset fields; the paper confirms only the three terms)::
+
+    L = ||eps - eps_theta(z_t, t, c)||^2
+        + lambda_clip  * (1 - cos(CLIP(D(z0_hat)), CLIP(reference)))   for t < aux_t_max
+        + lambda_lpips * LPIPS(D(z0_hat), target)                        for t < aux_t_max
+
+with ``z0_hat`` the one-step Tweedie estimate, decoded by the frozen VAE with gradients, and the CLIP
+condition ``c`` dropped to the null embedding with probability ``cond_dropout`` (for CFG).
+
+The output folder is a checkpoint folder (``checkpoint.py``) plus ``train_state.safetensors`` (model,
+EMA, optimizers, LR schedulers, grad scaler, RNG and step, written atomically every ``save_every``
+steps), ``loss.csv``, ``samples/step_XXXXXXX.png`` (source | translation | target rows) and
+``run.json``. Every random draw of step ``s`` comes from generators seeded by ``(seed, s, rank)`` and
+the data order from ``(seed, sample position)``, so a resumed run equals an uninterrupted one bit for
+bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from torchvision.utils import make_grid
+from tqdm.auto import tqdm
+
+from dit_translate.diffusion.ddim import Schedule, predict_x0
+from dit_translate.images import save_image, to_pil
+from dit_translate.metrics import load_lpips
+from dit_translate.paired.checkpoint import STATE_FILE, load_state, save_state, write_checkpoint
+from dit_translate.paired.config import PairedSpec
+from dit_translate.paired.data import DataError, PairedDataset, PairSampler
+from dit_translate.paired.dit import PairedDiT
+from dit_translate.paired.encoders import load_dit_encoders
+from dit_translate.paired.pix2pix import Pix2PixRecipe, UNetGenerator
+from dit_translate.paired.recipe import Batch, Recipe
+from dit_translate.paired.translate import make_scheduler, sample_dit
+from dit_translate.presets import Preset
+from dit_translate.tiny.checkpoint import step_generator
+
+log = logging.getLogger(__name__)
+
+LOGISTICS = ("steps", "save_every", "sample_every", "log_every", "num_workers", "sample_steps")
+"""``[train]`` fields a resumed run may change; any other difference from the saved run is an error."""
+GRID_ROWS = 4
+
+
+class DiTRecipe(Recipe):
+    """The CLIP-conditioned DiT: AdamW, optional EMA, noise MSE plus the auxiliary CLIP and LPIPS terms."""
+
+    kind = "dit"
+
+    def __init__(self, accelerator: Accelerator, spec: PairedSpec, preset: Preset) -> None:
+        super().__init__(accelerator, spec.train)
+        self.spec, device = spec, accelerator.device
+        self.encoders = load_dit_encoders(spec.encoders, preset, device)
+        self.codec, self.clip = self.encoders.codec, self.encoders.clip
+        self.lpips = None
+        if spec.train.lambda_lpips > 0:
+            if spec.train.lpips_random_backbone:
+                log.warning("LPIPS with a RANDOM backbone ([train] lpips_random_backbone, a testing switch)")
+            self.lpips = load_lpips(spec.encoders.lpips_net, spec.encoders.lpips_backbone,
+                                    random_backbone=spec.train.lpips_random_backbone).to(device)
+        multiple = self.codec.factor * spec.dit.patch
+        if preset.size % multiple:
+            raise ValueError(f"preset {preset.name!r}: size {preset.size} must be a multiple of {multiple} "
+                             f"(VAE factor {self.codec.factor} x patch {spec.dit.patch})")
+        net = PairedDiT.from_spec(spec.dit, self.codec.channels, self.encoders.cond_dim)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=spec.train.lr, weight_decay=spec.train.weight_decay)
+        if spec.train.ema_decay > 0:
+            self.ema = EMAModel(net.parameters(), decay=spec.train.ema_decay)
+        net, optimizer = accelerator.prepare(net, optimizer)
+        self.modules, self.optimizers = {"dit": net}, {"dit": optimizer}
+        self.schedulers = {"dit": self.make_scheduler(optimizer)}
+        if self.ema is not None:
+            self.ema.to(device)
+        self.scheduler = make_scheduler(spec.diffusion)
+        self.alphas = Schedule.from_scheduler(self.scheduler).alphas_cumprod.to(device)
+
+    def net(self) -> PairedDiT:
+        return self.unwrap("dit")
+
+    def losses(self, batch: Batch, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """The loss of one micro-batch and its parts (see the module docstring)."""
+        t_spec, device = self.train_spec, self.accelerator.device
+        source, target = batch["source"], batch["target"]
+        b = source.shape[0]
+        with torch.no_grad():
+            z0 = self.codec.encode(target, g)
+            cond = self.clip.embed_image(source)
+            source_latent = self.codec.encode(source) if self.spec.dit.source_concat else None
+        t = torch.randint(0, self.spec.diffusion.num_train_timesteps, (b,), generator=g).to(device)
+        noise = torch.randn(z0.shape, generator=g).to(device, z0.dtype)
+        keep = (torch.rand(b, generator=g) >= self.spec.dit.cond_dropout).to(device)
+        a = self.alphas[t].view(-1, 1, 1, 1)
+        z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        eps = self.modules["dit"](z_t, t, cond, source_latent, keep)
+        mse = F.mse_loss(eps.float(), noise.float())
+        out = {"loss": mse, "mse": mse}
+        aux = t < t_spec.aux_t_max
+        if (t_spec.lambda_clip > 0 or self.lpips is not None) and bool(aux.any()):
+            image = self.codec.decode(predict_x0(z_t[aux], eps[aux], a[aux])).float()
+            if t_spec.lambda_clip > 0:
+                with torch.no_grad():
+                    reference = self.clip.embed_image(target[aux] if t_spec.clip_reference == "target" else source[aux])
+                out["clip"] = (1 - (self.clip.embed_image(image) * reference).sum(-1)).mean()
+                out["loss"] = out["loss"] + t_spec.lambda_clip * out["clip"]
+            if self.lpips is not None:
+                out["lpips"] = self.lpips(image, target[aux].float()).mean()
+                out["loss"] = out["loss"] + t_spec.lambda_lpips * out["lpips"]
+        return out
+
+    def update(self, batches: list[Batch], generator: torch.Generator) -> dict[str, float]:
+        self.modules["dit"].train()
+        logs = self.accumulate("dit", batches, lambda batch: self.losses(batch, generator))
+        self.step("dit")
+        if self.ema is not None:
+            self.ema.step(self.net().parameters())
+        return logs
+
+    def checkpoint_kwargs(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler, "clip_spec": self.encoders.clip_spec,
+                "clip_untrained": self.encoders.clip_untrained}
+
+    def sample(self, sources: torch.Tensor, generator: torch.Generator, steps: int) -> torch.Tensor:
+        with self.exported() as net:
+            net.eval()
+            return sample_dit(net, self.codec, self.clip, self.scheduler, sources, steps=steps, guidance=1.0,
+                              generator=generator)
+
+
+@dataclass
+class TrainResult:
+    """What a ``train`` call did: the folder, the step reached and the step it resumed from."""
+
+    out: Path
+    step: int
+    resumed_from: int
+    seconds: float
+
+
+class LossLog:
+    """``loss.csv``: one row per ``log_every`` steps; rows after the resumed step are dropped."""
+
+    def __init__(self, path: Path, step: int) -> None:
+        self.path = path
+        rows = list(csv.reader(path.open())) if path.exists() else []
+        rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        self.header = rows[0] if rows else None
+
+    def write(self, values: dict[str, float]) -> None:
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if self.header is None:
+                self.header = list(values)
+                writer.writerow(self.header)
+            writer.writerow([f"{values.get(k, float('nan')):.6g}" for k in self.header])
+
+
+def _run_record(preset: Preset, kind: str) -> dict[str, Any]:
+    spec = preset.paired.to_dict()
+    spec["train"] = {k: v for k, v in spec["train"].items() if k not in LOGISTICS}
+    return {"kind": kind, "image_size": preset.size, "spec": spec}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_same_run(out: Path, record: dict[str, Any]) -> None:
+    """A resumed ``out`` must hold a run of the same configuration (up to ``LOGISTICS``)."""
+    path = out / "run.json"
+    if not path.exists():
+        return
+    a = _flat({k: v for k, v in json.loads(path.read_text()).items() if k in record})
+    b = _flat(record)
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if not diff:
+        return
+    raise ValueError(f"{out} holds a run with another configuration ({', '.join(diff[:3])} differ: "
+                     f"{a.get(diff[0])!r} vs {b.get(diff[0])!r}); resume with the same config or use a new --out")
+
+
+def build_recipe(kind: str, accelerator: Accelerator, preset: Preset) -> Recipe:
+    """The recipe of ``kind`` ("dit" or "pix2pix") for ``preset``; loads and checks its encoders."""
+    spec = preset.paired
+    if kind == "pix2pix":
+        depth = UNetGenerator.for_size(preset.size, 1).config.num_downs
+        if preset.size % 2**depth:
+            raise ValueError(f"pix2pix needs a size divisible by {2 ** depth}, got {preset.size}")
+        return Pix2PixRecipe(accelerator, spec.train, spec.pix2pix, preset.size)
+    return DiTRecipe(accelerator, spec, preset)
+
+
+def _grid(recipe: Recipe, sources: torch.Tensor, targets: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
+    outputs = recipe.sample(sources, torch.Generator().manual_seed(seed), steps)
+    rows = torch.stack([sources, outputs.to(sources.device), targets], dim=1).flatten(0, 1)
+    return make_grid(rows.float().cpu(), nrow=3, padding=2, pad_value=1.0)
+
+
+def _grid_pairs(data: str | Path, preset: Preset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first few validation pairs (training pairs if there is no validation split), un-augmented."""
+    try:
+        dataset = PairedDataset(data, preset.paired.data, preset.size, "val", augment=False)
+    except DataError:
+        dataset = PairedDataset(data, preset.paired.data, preset.size, "train", augment=False)
+    items = [dataset[i] for i in range(min(GRID_ROWS, len(dataset)))]
+    return tuple(torch.stack([it[k] for it in items]).to(device) for k in ("source", "target"))
+
+
+def train(
+    preset: Preset,
+    data: str | Path,
+    out: str | Path,
+    *,
+    max_steps: int | None = None,
+    model_kind: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume) ``preset``'s model on the paired folder ``data`` into the checkpoint folder ``out``.
+
+    ``max_steps`` stops early (at that step) without changing the schedule, which always spans
+    ``[train] steps``; ``model_kind`` overrides ``[train] model`` ("dit" or "pix2pix").
+    """
+    if preset.paired is None:
+        raise ValueError(f"preset {preset.name!r} (kind {preset.kind!r}) is not a paired-translation preset")
+    spec, t = preset.paired, preset.paired.train
+    kind = model_kind or t.model
+    out = Path(out)
+    record = _run_record(preset, kind)
+    _check_same_run(out, record)
+    dataset = PairedDataset(data, spec.data, preset.size, "train", augment=True)
+    accelerator = Accelerator(mixed_precision=t.mixed_precision if torch.cuda.is_available() else "no")
+    recipe = build_recipe(kind, accelerator, preset)
+    main = accelerator.is_main_process
+    step, seconds = 0, 0.0
+    if (out / STATE_FILE).exists():
+        state = load_state(out / STATE_FILE)
+        recipe.load_state_dict(state["recipe"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+        torch.set_rng_state(state["rng"])
+    resumed_from = step
+    if main:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps({**record, "preset": preset.name}, indent=2))
+    grid_pairs = _grid_pairs(data, preset, accelerator.device)
+    sampler = PairSampler(len(dataset), t.batch_size, t.seed, start=step * t.grad_accum,
+                          rank=accelerator.process_index, world=accelerator.num_processes)
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers,
+                                              pin_memory=accelerator.device.type == "cuda"))
+    stop = min(t.steps, max_steps or t.steps)
+    losses = LossLog(out / "loss.csv", step) if main else None
+    bar = tqdm(total=stop, initial=step, desc=f"train {kind}", disable=not (main and progress),
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    window: dict[str, float] = {}
+    window_steps, window_start = 0, time.perf_counter()
+
+    def save() -> None:
+        if main:
+            save_state(out / STATE_FILE, {"step": step, "seconds": seconds, "rng": torch.get_rng_state(),
+                                          "recipe": recipe.state_dict()})
+            with recipe.exported() as net:
+                write_checkpoint(out, kind=kind, net=net, spec=spec, image_size=preset.size, step=step,
+                                 preset=preset.name, defaults={"steps": preset.defaults.steps,
+                                                               "guidance": preset.defaults.guidance},
+                                 **recipe.checkpoint_kwargs())
+        accelerator.wait_for_everyone()
+
+    while step < stop:
+        g = step_generator(t.seed, step, accelerator.process_index)
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout and any other global draw
+        batches = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(loader).items()}
+                   for _ in range(t.grad_accum)]
+        started = time.perf_counter()
+        logs = recipe.update(batches, g)
+        step += 1
+        seconds += time.perf_counter() - started
+        for k, v in logs.items():
+            window[k] = window.get(k, 0.0) + v
+        window_steps += 1
+        bar.update(1)
+        if step % t.log_every == 0 or step == stop:
+            means = {k: v / window_steps for k, v in window.items()}
+            rate = window_steps * t.batch_size * t.grad_accum * accelerator.num_processes / (
+                time.perf_counter() - window_start)
+            bar.set_postfix(loss=f"{means['loss']:.4f}", sps=f"{rate:.1f}")
+            if losses is not None:
+                losses.write({"step": step, "seconds": seconds, "lr": recipe.lr(), "samples_per_s": rate, **means})
+            window, window_steps, window_start = {}, 0, time.perf_counter()
+        if main and (step % t.sample_every == 0 or step == stop):
+            save_image(to_pil(_grid(recipe, *grid_pairs, t.sample_steps, t.seed)), out / "samples" / f"step_{step:07d}.png")
+        if step % t.save_every == 0 or step == stop:
+            save()
+    bar.close()
+    return TrainResult(out, step, resumed_from, seconds)
