@@ -198,7 +198,7 @@ def run_guided(
 def _seed_row():
     with gr.Row():
         seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-        randomize = gr.Button("🎲 Random seed", scale=0)
+        randomize = gr.Button("Random seed", scale=0)
     randomize.click(lambda: int.from_bytes(os.urandom(4), "little") % MAX_SEED, None, seed)
     return seed
 
