@@ -254,6 +254,7 @@ def train(
     _check_same_run(out, record)
     dataset = PairedDataset(data, spec.data, preset.size, "train", augment=True)
     accelerator = Accelerator(mixed_precision=t.mixed_precision if torch.cuda.is_available() else "no")
+    torch.manual_seed(t.seed)  # the initial weights depend on the config only
     recipe = build_recipe(kind, accelerator, preset)
     main = accelerator.is_main_process
     step, seconds = 0, 0.0
