@@ -124,3 +124,19 @@ def test_missing_lpips_weights_fail_before_training(tmp_path, tiny_clip, ab_data
                                                 r"alexnet-owt-7be5be79.pth, which is missing"):
         train(preset, ab_data, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / STATE_FILE).exists()
+
+
+def test_latent_space_concat_variant_trains_and_translates(tmp_path, tiny_clip, ab_data):
+    """The non-paper variant in a (random) VAE's latent space: the local VAE is copied into the checkpoint."""
+    from dit_translate.tiny.random_sd import random_vae
+
+    torch.manual_seed(0)
+    random_vae(width=8, levels=3).save_pretrained(tmp_path / "vae")
+    preset = load_preset(str(write_preset(tmp_path / "p.toml", tiny_clip, encoders={"vae": "./vae"},
+                                          dit={"patch": 2, "source_concat": True}, train={"steps": 2})))
+    train(preset, ab_data, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    models = load_paired(tmp_path / "out")
+    assert models.codec.factor == 4 and models.net.config.source_channels == 4 and models.size_multiple == 8
+    result = translate(models, torch.rand(1, 3, 32, 32) * 2 - 1, steps=3, guidance=1.0)
+    assert result.image.shape == (1, 3, 32, 32) and result.nfe == 3 and result.image.abs().max() <= 1

@@ -1,7 +1,8 @@
 """Paired image-to-image translation: a CLIP-conditioned DiT (methods.md section 1) and a pix2pix baseline.
 
-Modules: ``config`` (validated preset tables), ``dit`` (the model), ``pix2pix`` (the GAN baseline),
-``data`` (paired folders), ``encoders`` (VAE codec, CLIP image tower), ``checkpoint`` (training state
-and the checkpoint folder), ``train``, ``translate`` and ``evaluate``. Nothing is imported here so that
-reading a preset does not load torch.
+Modules: ``config`` (validated preset tables), ``dit`` (the model), ``pix2pix`` (the GAN baseline and
+its training recipe), ``data`` (paired folders), ``encoders`` (VAE codec, CLIP image tower),
+``checkpoint`` (training state and checkpoint folders), ``recipe`` (what the loop needs from a model
+kind), ``train`` (the loop and the DiT recipe), ``translate`` (sampling) and ``evaluate``. Nothing is
+imported here, so reading a preset loads no models.
 """

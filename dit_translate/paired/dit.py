@@ -25,8 +25,8 @@ from dit_translate.paired.config import DIT_SIZES, DiTSpec
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation of tokens (B, N, D) by per-sample (B, D) shift and scale."""
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """adaLN modulation ``x * (1 + scale) + shift`` of tokens (B, N, D) by per-sample (B, D) shift and scale."""
+    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])
 
 
 class SelfAttention(nn.Module):
@@ -59,8 +59,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)
-        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
-        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = torch.addcmul(x, gate1[:, None], self.attn(modulate(self.norm1(x), shift1, scale1)))
+        return torch.addcmul(x, gate2[:, None], self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
 class FinalLayer(nn.Module):
