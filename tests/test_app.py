@@ -87,3 +87,14 @@ def test_guided_tab_needs_a_style_image_in_image_mode(client):
         _guide(client, "assets/examples/chelsea.jpg", mode="image")
     with pytest.raises(Exception, match="AGG needs a target"):
         _guide(client, "assets/examples/chelsea.jpg", text="  ")
+
+
+def test_paired_tab_translates_at_the_input_aspect_ratio(client):
+    pair, table, file = client.predict(
+        gradio_client.handle_file("assets/examples/coffee.jpg"), "tiny-dit", 4, 2.0, 0, api_name="/translate"
+    )
+    before, after = (Image.open(p["path"] if isinstance(p, dict) else p) for p in pair)
+    assert before.size == after.size and abs(after.width / after.height - 600 / 400) < 0.05
+    (row,) = table["data"]
+    assert row[2] == 2 * 4  # 4 DDIM steps, both CFG branches
+    assert Image.open(file).size == after.size
