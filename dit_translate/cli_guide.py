@@ -39,7 +39,8 @@ def cmd_guide(args: argparse.Namespace) -> int:
     result = api.guide(request, args.image, preset=args.preset, model=args.model, store=store,
                        progress=None if args.json else _tqdm_progress())
     if result.extras["untrained"]:
-        print(f"warning: preset {args.preset!r} runs on UNTRAINED random weights (tiny world not trained yet)", file=sys.stderr)
+        print(f"warning: preset {args.preset!r} runs on UNTRAINED random weights (tiny world not trained yet)",
+              file=sys.stderr)
     if result.extras["untrained_guidance"]:
         print(f"warning: guidance models {', '.join(result.extras['untrained_guidance'])} are UNTRAINED random "
               f"stand-ins", file=sys.stderr)

@@ -276,7 +276,8 @@ def agg(
         extras={
             "steps_run": len(run), "start_timestep": run.timesteps[0], "inversion_steps": len(run),
             "edit_steps": phases.count("edit") if guided else 0, "unet_backwards": backwards, "phases": phases,
-            "edit_losses": edit_losses, "latent": x.float().cpu(), "inversion_x0": {k: v.float().cpu() for k, v in x0_inv.items()},
+            "edit_losses": edit_losses, "latent": x.float().cpu(),
+            "inversion_x0": {k: v.float().cpu() for k, v in x0_inv.items()},
         },
     )
 
