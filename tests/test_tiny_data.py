@@ -107,6 +107,15 @@ def test_dataset_items_and_batches(train_set):
     assert caps == [train_set.captions[0], train_set.captions[1]]
 
 
+def test_recolor_changes_colours_not_captions(train_set):
+    recolored = D.TinyDataset("train", size=32, crops_per_photo=1, seed=0, recolor=True)
+    assert recolored.captions == train_set.captions
+    assert not torch.equal(recolored.images, train_set.images)
+    rgb = np.full((4, 4, 3), (200, 100, 50), np.uint8)
+    out = D.random_recolor(rgb, np.random.default_rng(0))
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+
+
 def _same_checkpoints(a, b) -> bool:
     ta, tb = load_file(str(a / CHECKPOINT_NAME)), load_file(str(b / CHECKPOINT_NAME))
     return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

@@ -8,6 +8,7 @@ export  exports the latest stage-2 checkpoint now (usable mid-training) with its
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command == "export":
-        _export(args.work, args.out, args.raw)
+        try:
+            _export(args.work, args.out, args.raw)
+        except FileNotFoundError as err:
+            sys.exit(f"error: {err}")
         return
     stages = args.stages.split(",")
     if unknown := set(stages) - set(STAGES):

@@ -24,13 +24,13 @@ from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
 from dit_translate.tiny.train_vae import VAETrainConfig, train_vae
 
 
-def _data(size: int, crops_per_photo: int, seed: int) -> TinyDataset:
-    return TinyDataset("train", size, crops_per_photo, seed=seed)
+def _data(size: int, crops_per_photo: int, seed: int, recolor: bool = False) -> TinyDataset:
+    return TinyDataset("train", size, crops_per_photo, seed=seed, recolor=recolor)
 
 
 def build_vae(work: str | Path, cfg: VAETrainConfig) -> None:
     """Stage 1: train (or finish) the VAE; writes ``<work>/vae/final``."""
-    train_vae(Path(work) / "vae", cfg, _data(cfg.size, cfg.crops_per_photo, cfg.seed))
+    train_vae(Path(work) / "vae", cfg, _data(cfg.size, cfg.crops_per_photo, cfg.seed, cfg.recolor))
 
 
 def load_tokenizer(work: str | Path) -> CLIPTokenizer:
@@ -52,6 +52,8 @@ def build_sd(work: str | Path, cfg: SDTrainConfig) -> None:
 def load_stage2(work: str | Path, ema: bool = True) -> tuple[NoisePrediction, int]:
     """Text encoder + U-Net from the latest stage-2 checkpoint (EMA or raw weights), and its step."""
     sd = Path(work) / "sd"
+    if not (sd / CHECKPOINT_NAME).exists():
+        raise FileNotFoundError(f"no stage-2 checkpoint at {sd / CHECKPOINT_NAME}; run `build` first")
     cfg = json.loads((sd / "train_config.json").read_text())
     module = NoisePrediction(make_unet(**cfg["unet"]), make_text_encoder(**cfg["text"]), make_train_scheduler())
     with safe_open(str(sd / CHECKPOINT_NAME), framework="pt") as f:

@@ -156,6 +156,13 @@ def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
     return resize(crop, size)
 
 
+def random_recolor(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random colour variant of uint8 HxWx3 ``img``: permuted channels, per-channel gains 0.8..1.2."""
+    gains = rng.uniform(0.8, 1.2, size=3)
+    out = img[..., rng.permutation(3)].astype(np.float32) * gains
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
 def resize(img: np.ndarray, size: int) -> np.ndarray:
     """uint8 HxWx3 -> uint8 size x size x 3 (antialiased)."""
     return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.LANCZOS))
@@ -180,6 +187,8 @@ class TinyDataset(torch.utils.data.Dataset):
 
     ``crops_per_photo`` random crops of each photo are drawn with ``seed`` and rendered in every
     style of ``styles``; ``images`` holds them all as one uint8 tensor (N,3,S,S) for fast batching.
+    With ``recolor`` each crop first gets random colours (``random_recolor``; captions unchanged),
+    which widens the colour range a VAE sees beyond the few colour photos.
     """
 
     def __init__(
@@ -189,12 +198,15 @@ class TinyDataset(torch.utils.data.Dataset):
         crops_per_photo: int = 64,
         styles: Sequence[str] = STYLES,
         seed: int = 0,
+        recolor: bool = False,
     ) -> None:
         rng = np.random.default_rng(seed)
         images, self.captions, self.styles, self.photo_names = [], [], [], []
         for name, photo in load_photos(split).items():
             for _ in range(crops_per_photo):
                 crop = random_crop(photo, size, rng)
+                if recolor:
+                    crop = random_recolor(crop, rng)
                 for style in styles:
                     images.append(render(crop, style))
                     self.captions.append(caption(style, PHOTOS[name]))

@@ -31,6 +31,7 @@ class VAETrainConfig:
     grad_weight: float = 0.5
     size: int = 64
     crops_per_photo: int = 128
+    recolor: bool = True
     seed: int = 0
     save_every: int = 250
     log_every: int = 10
@@ -83,7 +84,7 @@ def train_vae(work: str | Path, cfg: VAETrainConfig, data: TinyDataset | None = 
     The final model's ``scaling_factor`` is set to 1/std of its latents on the training images.
     """
     work = Path(work)
-    data = data or TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed)
+    data = data or TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed, recolor=cfg.recolor)
     torch.manual_seed(cfg.seed)
     vae = make_vae(**cfg.model)
     module = VAELoss(vae, cfg)
