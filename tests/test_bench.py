@@ -56,11 +56,17 @@ def test_report_files_and_ratios_match_the_json(setting, tmp_path):
         r = report["settings"][0]["ratios"][f"{num}/{den}"]
         time_ratio = m[num]["seconds"] / m[den]["seconds"]
         assert r["time"] == pytest.approx(time_ratio)
-        assert r["pass"] == (time_ratio <= 1.2 if den == "sdedit" else time_ratio >= 10)
-        row = next(line for line in md.splitlines() if line.startswith("| ") and f"{time_ratio:.2f}x" in line)
-        assert f"{m[num]['nfe'] / m[den]['nfe']:.2f}x" in row and ("PASS" if r["pass"] else "FAIL") in row
+        cpu_ratio = m[num]["cpu_seconds"] / m[den]["cpu_seconds"]
+        assert r["cpu"] == pytest.approx(cpu_ratio)
+        meets = (lambda v: v <= 1.2) if den == "sdedit" else (lambda v: v >= 10)
+        assert (r["pass"], r["cpu_pass"]) == (meets(time_ratio), meets(cpu_ratio))
+        verdicts = " | ".join("PASS" if ok else "FAIL" for ok in (r["pass"], r["cpu_pass"]))
+        expected = f"| {time_ratio:.2f}x | {cpu_ratio:.2f}x | {m[num]['nfe'] / m[den]['nfe']:.2f}x | "
+        row = next(line for line in md.splitlines() if line.endswith(f"{verdicts} |") and expected in line)
+        assert row.startswith("| ")
     for r in m.values():
-        assert f"| {r['seconds']:.2f} |" in md and f"| {r['nfe']} |" in md
+        assert f"| {r['seconds']:.2f} |" in md and f"| {r['cpu_seconds']:.2f} | {r['nfe']} |" in md
+        assert all(c > 0 for c in r["cpu_runs"])
 
 
 def test_peak_memory_sees_a_transient_allocation():
