@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -29,7 +30,13 @@ def _data(size: int, crops_per_photo: int, seed: int, recolor: bool = False) -> 
 
 
 def build_vae(work: str | Path, cfg: VAETrainConfig) -> None:
-    """Stage 1: train (or finish) the VAE; writes ``<work>/vae/final``."""
+    """Stage 1: train (or finish) the VAE; writes ``<work>/vae/final``.
+
+    Skipped once stage 2 has a checkpoint: its latents belong to the current VAE.
+    """
+    if (Path(work) / "sd" / CHECKPOINT_NAME).exists():
+        print("vae: stage 2 was trained on the current VAE; not training it further", file=sys.stderr)
+        return
     train_vae(Path(work) / "vae", cfg, _data(cfg.size, cfg.crops_per_photo, cfg.seed, cfg.recolor))
 
 
