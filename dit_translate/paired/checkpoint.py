@@ -195,5 +195,6 @@ def read_meta(folder: str | Path) -> tuple[dict[str, Any], PairedSpec]:
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"{path} is not a version-{VERSION} {FORMAT} file")
     if not (folder / MODEL_DIR / "config.json").is_file():
-        raise CheckpointError(f"checkpoint {folder} has no {MODEL_DIR}/config.json (interrupted before its first save?)")
+        raise CheckpointError(f"checkpoint {folder} has no {MODEL_DIR}/config.json "
+                              "(was its training interrupted before the first save?)")
     return meta, parse_paired(meta["spec"], int(meta["image_size"]))

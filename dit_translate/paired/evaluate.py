@@ -90,9 +90,11 @@ def evaluate(
                                                  generator=generator).cpu()
                                  for i in range(0, n, batch_size)])
             seconds = elapsed()
-        row = _score(models.folder.name if models.folder else models.name, models.kind, outputs, targets, real, embed, lpips_model, seconds / n)
-        row.update(preset=models.name, steps=s if models.kind == "dit" else None, guidance=w if models.kind == "dit" else None,
-                   nfe=models.nfe(s, w), trained_steps=models.step, untrained=models.untrained)
+        name = models.folder.name if models.folder else models.name
+        row = _score(name, models.kind, outputs, targets, real, embed, lpips_model, seconds / n)
+        dit = models.kind == "dit"
+        row.update(preset=models.name, steps=s if dit else None, guidance=w if dit else None, nfe=models.nfe(s, w),
+                   trained_steps=models.step, untrained=models.untrained)
         rows.append(row)
     notes = [lpips_note] if lpips_note else []
     if n < 50:

@@ -107,8 +107,6 @@ class Pix2PixRecipe(Recipe):
     """One pix2pix step: the discriminator on real and generated pairs, then the generator on
     GAN + ``l1_weight`` * L1, each with its own Adam (lr, beta1 from ``[pix2pix]``)."""
 
-    kind = "pix2pix"
-
     def __init__(self, accelerator: Accelerator, train: TrainSpec, spec: Pix2PixSpec, image_size: int) -> None:
         super().__init__(accelerator, train)
         self.spec = spec

@@ -24,8 +24,6 @@ Batch = dict[str, torch.Tensor]
 class Recipe:
     """Base class: subclasses fill ``modules``/``optimizers``/``schedulers`` (and ``ema``) and define ``update``."""
 
-    kind = ""
-
     def __init__(self, accelerator: Accelerator, train: TrainSpec) -> None:
         self.accelerator, self.train_spec = accelerator, train
         self.modules: dict[str, torch.nn.Module] = {}

@@ -62,8 +62,6 @@ GRID_ROWS = 4
 class DiTRecipe(Recipe):
     """The CLIP-conditioned DiT: AdamW, optional EMA, noise MSE plus the auxiliary CLIP and LPIPS terms."""
 
-    kind = "dit"
-
     def __init__(self, accelerator: Accelerator, spec: PairedSpec, preset: Preset) -> None:
         super().__init__(accelerator, spec.train)
         self.spec, device = spec, accelerator.device
@@ -312,7 +310,8 @@ def train(
                 losses.write({"step": step, "seconds": seconds, "lr": recipe.lr(), "samples_per_s": rate, **means})
             window, window_steps, window_start = {}, 0, time.perf_counter()
         if main and (step % t.sample_every == 0 or step == stop):
-            save_image(to_pil(_grid(recipe, *grid_pairs, t.sample_steps, t.seed)), out / "samples" / f"step_{step:07d}.png")
+            grid = _grid(recipe, *grid_pairs, t.sample_steps, t.seed)
+            save_image(to_pil(grid), out / "samples" / f"step_{step:07d}.png")
         if step % t.save_every == 0 or step == stop:
             save()
     bar.close()

@@ -23,7 +23,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from dit_translate.diffusion.ddim import Schedule, ddim_sample, make_steps, predict_x0
 from dit_translate.encoders import ClipEncoder
 from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
-from dit_translate.paired.checkpoint import META_FILE, MODEL_DIR, SCHEDULER_DIR, read_meta, resolve_refs, write_checkpoint
+from dit_translate.paired.checkpoint import (
+    META_FILE,
+    MODEL_DIR,
+    SCHEDULER_DIR,
+    read_meta,
+    resolve_refs,
+    write_checkpoint,
+)
 from dit_translate.paired.config import DiffusionSpec, PairedSpec
 from dit_translate.paired.dit import PairedDiT
 from dit_translate.paired.encoders import LatentCodec, load_clip_tower, load_dit_encoders, load_vae
