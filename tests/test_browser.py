@@ -1,0 +1,73 @@
+"""The app in a real browser: Debian's chromium driven by Playwright (no `playwright install`).
+
+Each tab: upload a photo, run, wait for the result image; screenshots go to test-artifacts/.
+Asserts no console errors and that no request leaves localhost. Skipped only outside CI when
+chromium is not installed (`.ci/run` installs it).
+"""
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def page_url():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run must apt-get install it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    import app
+
+    demo = app.build_demo()
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(page_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        errors, outside = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: outside.append(r.url)
+                if urlparse(r.url).hostname not in {"127.0.0.1", "localhost", None} and not r.url.startswith("data:")
+                else None)
+        page.goto(page_url)
+        page.wait_for_selector("text=dit-translate")
+        yield page, errors, outside
+        browser.close()
+
+
+@pytest.mark.parametrize(
+    "tab,done",
+    [("Paired translation (DiT)", "paired.png"), ("SDEdit vs. correction", "correct.png"),
+     ("Guided translation (AGG)", "agg.png")],
+)
+def test_each_tab_runs_in_a_real_browser(browser_page, tab, done):
+    page, errors, outside = browser_page
+    page.get_by_role("tab", name=tab).click()
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.locator("input[type=file]").first.set_input_files("assets/examples/chelsea.jpg")
+    page.wait_for_timeout(500)
+    panel.get_by_role("button", name="Run").click()
+    panel.locator(f'a[download="{done}"]').first.wait_for(timeout=180_000)  # the download link appears last
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / f"{tab.split()[0].lower()}.png"), full_page=True)
+    assert panel.locator("table").first.inner_text().count("\n") >= 1  # header + at least one metrics row
+    assert errors == []
+    assert outside == []
