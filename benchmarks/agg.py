@@ -167,6 +167,12 @@ def markdown(report: dict[str, Any]) -> str:
         "steps on an x0 bias without U-Net backprop, asymmetric update); `all-mcg` = `refine=\"mcg\"` (each of the "
         "K refinement iterations is another MCG step through the U-Net: the DiffuseIT-style baseline).",
         f"Time: {c['timing']}. Peak memory: {c['memory']}.",
+        "",
+        "Cost model: per edit step AGG pays one U-Net forward+backward (the MCG step, which also gives the "
+        "unguided eps) and 1 + K loss evaluations with their backward (VAE decode + CLIP crops on latent models); "
+        "all-MCG pays 1 + K U-Net forward+backward passes and the same 1 + K loss evaluations. AGG saves K U-Net "
+        "backprops per edit step, so its advantage grows with K, and at K = 1 it is small wherever a loss "
+        "evaluation costs about as much as a U-Net backprop (the VAE decoder's backward at 256 px on SD-size).",
     ]
     for s in report["settings"]:
         load = s["loadavg_1min"]
