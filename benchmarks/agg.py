@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from dit_translate.bench import chelsea, machine_info, memory_method, peak_memory, sd15_size_models  # noqa: E402
+from dit_translate.bench import chelsea, machine_info, machine_summary, memory_method, peak_memory, sd15_size_models  # noqa: E402
 from dit_translate.methods.agg import agg  # noqa: E402
 from dit_translate.methods.losses import StyleLoss, text_guidance  # noqa: E402
 
@@ -157,9 +157,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# AGG benchmark: AGG vs. plain DDIM vs. MCG through the U-Net at every edit step",
         "",
-        f"{m['date']}; torch {m['torch']}, diffusers {m['diffusers']}; device {m['device']}; CPU {m['cpu']} "
-        f"x{m['cpu_count']}, {m['torch_threads']} torch thread(s)"
-        + (f" (OMP_NUM_THREADS={m['omp_num_threads']})" if m.get("omp_num_threads") else "") + f", {m['ram_gb']:.0f} GB RAM.",
+        machine_summary(m),
         "",
         f"Grid of {c['steps']} DDIM steps, the first {c['skip']:.0%} skipped (inversion and sampling run the rest), "
         f"edit window {c['edit']} of the grid, CFG {c['guidance']}, text guidance \"{c['prompt']}\", seed {c['seed']}. "

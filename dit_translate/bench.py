@@ -369,17 +369,24 @@ def _fmt_ratio(x: float) -> str:
     return f"{x:.2f}x"
 
 
+def machine_summary(m: dict[str, Any]) -> str:
+    """One markdown line describing the machine of ``machine_info()``."""
+    return (
+        f"{m['date']}; torch {m['torch']}, diffusers {m['diffusers']}; device {m['device']}"
+        + (f" ({m['gpu']})" if m.get("gpu") else "")
+        + f"; CPU {m['cpu']} x{m['cpu_count']}, {m['torch_threads']} torch thread(s)"
+        + (f" (OMP_NUM_THREADS={m['omp_num_threads']})" if m.get("omp_num_threads") else "")
+        + f", {m['ram_gb']:.0f} GB RAM."
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: conditions, one table per setting, then its ratios against the targets."""
     m, c = report["machine"], report["config"]
     lines = [
         "# Editing benchmark: SDEdit vs. correction vs. PnP",
         "",
-        f"{m['date']}; torch {m['torch']}, diffusers {m['diffusers']}; device {m['device']}"
-        + (f" ({m['gpu']})" if m.get("gpu") else "")
-        + f"; CPU {m['cpu']} x{m['cpu_count']}, {m['torch_threads']} torch thread(s)"
-        + (f" (OMP_NUM_THREADS={m['omp_num_threads']})" if m.get("omp_num_threads") else "")
-        + f", {m['ram_gb']:.0f} GB RAM.",
+        machine_summary(m),
         "",
         f"Steps {c['steps']}, strength {c['strength']} (all methods; PnP inverts up to the start timestep), "
         f"guidance {c['guidance']}, PnP inversion grid {c['pnp_inversion_steps']}, "
