@@ -139,20 +139,34 @@ class DinoEncoder:
 
 
 # ---- untrained tiny fallbacks --------------------------------------------------------------------
-def build_random_clip(folder: str | Path, seed: int = 0, config: dict | None = None) -> Path:
-    """Write a random-init open_clip model in the ``local-dir`` layout (config JSON + safetensors)."""
-    import open_clip
+def save_clip(model: torch.nn.Module, config: dict, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write an ``open_clip.CLIP`` built from ``config`` in the ``local-dir`` layout (config JSON + safetensors).
+
+    The folder is written next to ``folder`` and renamed into place, so it is never half-written;
+    ``extra`` (e.g. the training step) is stored in the config JSON.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    preprocess = {"size": config["vision_cfg"]["image_size"], "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}
+    meta = {"model_cfg": config, "preprocess_cfg": preprocess, **({"dit_translate": extra} if extra else {})}
+    (tmp / "open_clip_config.json").write_text(json.dumps(meta, indent=2))
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "open_clip_model.safetensors")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def build_random_clip(folder: str | Path, seed: int = 0, config: dict | None = None) -> Path:
+    """Write a random-init open_clip model in the ``local-dir`` layout (config JSON + safetensors)."""
+    import open_clip
+
     config = config or TINY_CLIP_CONFIG
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**config)
-    preprocess = {"size": config["vision_cfg"]["image_size"], "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=2))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
-    return folder
+    return save_clip(open_clip.CLIP(**config), config, folder)
 
 
 def build_random_dino(folder: str | Path, seed: int = 0, model_args: dict | None = None) -> Path:

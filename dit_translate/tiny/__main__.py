@@ -1,7 +1,8 @@
 """``python -m dit_translate.tiny build|export``: train the tiny world's models and export them.
 
-build   runs the stages in order (vae, sd), each resuming from ``<work>/<stage>/checkpoint``,
-        then exports the Stable Diffusion folder to ``--out`` and writes its model card.
+build   runs the stages in order (vae, sd, export, clip), each resuming from
+        ``<work>/<stage>/checkpoint``: the Stable Diffusion folder goes to ``--out`` and the tiny
+        open_clip folder to ``--clip-out``, each with its model card.
 export  exports the latest stage-2 checkpoint now (usable mid-training) with its model card.
 """
 
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
 from dit_translate.tiny import build
+from dit_translate.tiny.train_clip import CLIPTrainConfig, export_clip, train_clip, training_data
 from dit_translate.tiny.train_sd import SDTrainConfig
 from dit_translate.tiny.train_vae import VAETrainConfig
 
-STAGES = ("vae", "sd", "export")
+STAGES = ("vae", "sd", "export", "clip")
 
 
 def _export(work: str, out: str, raw: bool) -> None:
@@ -24,6 +27,15 @@ def _export(work: str, out: str, raw: bool) -> None:
 
     folder = build.export(work, out, ema=not raw)
     write_model_card(folder, work)
+    print(f"exported {folder}")
+
+
+def _clip(work: str, out: str, cfg: CLIPTrainConfig, raw: bool) -> None:
+    from dit_translate.tiny.eval import write_clip_card
+
+    train_clip(Path(work) / "clip", cfg, training_data(cfg))
+    folder = export_clip(Path(work) / "clip", out, ema=not raw)
+    write_clip_card(folder, Path(work) / "clip")
     print(f"exported {folder}")
 
 
@@ -39,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.choices["build"]
     b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--unet-steps", type=int, default=SDTrainConfig.steps)
+    b.add_argument("--clip-steps", type=int, default=CLIPTrainConfig.steps)
+    b.add_argument("--clip-out", default="assets/tiny/clip", help="exported open_clip folder")
     b.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     args = parser.parse_args(argv)
     if args.threads:
@@ -58,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         build.build_sd(args.work, SDTrainConfig(steps=args.unet_steps))
     if "export" in stages:
         _export(args.work, args.out, args.raw)
+    if "clip" in stages:
+        _clip(args.work, args.clip_out, CLIPTrainConfig(steps=args.clip_steps), args.raw)
 
 
 if __name__ == "__main__":

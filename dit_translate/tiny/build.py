@@ -12,12 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
-from safetensors import safe_open
 from transformers import CLIPTokenizer
 
-from dit_translate.tiny.checkpoint import CHECKPOINT_NAME
+from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, load_weights
 from dit_translate.tiny.data import TinyDataset
 from dit_translate.tiny.models import make_sampling_scheduler, make_text_encoder, make_train_scheduler, make_unet
 from dit_translate.tiny.tokenizer import write_clip_tokenizer
@@ -63,14 +61,7 @@ def load_stage2(work: str | Path, ema: bool = True) -> tuple[NoisePrediction, in
         raise FileNotFoundError(f"no stage-2 checkpoint at {sd / CHECKPOINT_NAME}; run `build` first")
     cfg = json.loads((sd / "train_config.json").read_text())
     module = NoisePrediction(make_unet(**cfg["unet"]), make_text_encoder(**cfg["text"]), make_train_scheduler())
-    with safe_open(str(sd / CHECKPOINT_NAME), framework="pt") as f:
-        step = json.loads(f.metadata()["state"])["step"]
-        state = {k.removeprefix("model."): f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
-        module.load_state_dict(state)
-        if ema:
-            with torch.no_grad():
-                for i, p in enumerate(module.parameters()):
-                    p.copy_(f.get_tensor(f"ema.{i}"))
+    step = load_weights(sd / CHECKPOINT_NAME, module, ema)
     return module.eval(), step
 
 

@@ -95,3 +95,19 @@ def load_checkpoint(
 def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
     """A CPU generator for one training step, so batches/noise depend only on (seed, step, rank)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + process)
+
+
+def load_weights(path: str | Path, model: torch.nn.Module, ema: bool = True) -> int:
+    """Load only the model weights of a checkpoint (its EMA shadows if ``ema``); returns its step.
+
+    The shadows are stored in ``model.parameters()`` order (``EMAModel``), so ``model`` must be
+    built from the same config as the trained one.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        step = json.loads(f.metadata()["state"])["step"]
+        model.load_state_dict({k.removeprefix("model."): f.get_tensor(k) for k in f.keys() if k.startswith("model.")})
+        if ema:
+            with torch.no_grad():
+                for i, p in enumerate(model.parameters()):
+                    p.copy_(f.get_tensor(f"ema.{i}"))
+    return step

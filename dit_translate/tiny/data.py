@@ -51,6 +51,11 @@ def caption(style: str, content: str) -> str:
     return f"{_STYLE_PHRASES[style]} {content}"
 
 
+def style_caption(style: str) -> str:
+    """The caption naming only the style: ``style_caption("comic") == "a comic drawing"``."""
+    return _STYLE_PHRASES[style].removesuffix(" of")
+
+
 def _as_rgb(img: np.ndarray) -> np.ndarray:
     """Any skimage image (bool, grey, RGB, RGBA) -> uint8 HxWx3."""
     if img.dtype == bool:

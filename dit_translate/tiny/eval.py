@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL
 from PIL import Image, ImageDraw
 
 from dit_translate.tiny.data import (
-    HELD_OUT, PHOTOS, STYLES, TinyDataset, caption, load_photos, resize, to_tensor,
+    HELD_OUT, PHOTOS, STYLES, TinyDataset, caption, load_photos, resize, style_caption, to_tensor,
 )
 
 _COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
@@ -30,6 +30,30 @@ def vae_psnr(vae: AutoencoderKL, size: int = 64, crops_per_photo: int = 16, seed
     mse = ((recon.clamp(-1, 1) - x) * 127.5).pow(2).flatten(1).mean(1)
     psnr = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
     return {s: float(psnr[torch.from_numpy(styles == s)].mean()) for s in STYLES}
+
+
+@torch.no_grad()
+def style_retrieval(clip, size: int = 64, crops_per_photo: int = 16, seed: int = 1) -> dict[str, float]:
+    """Top-1 accuracy of image -> style caption retrieval on crops of the held-out photos.
+
+    ``clip`` is an ``encoders.ClipEncoder``. Keys: ``"style_only"`` (queries "a comic drawing", ...),
+    ``"with_content"`` (queries "a comic drawing of a cat", ... with the photo's own content words,
+    which never occur in training), and per-style accuracies of the style-only queries.
+    """
+    data = TinyDataset("test", size, crops_per_photo, seed=seed)
+    truth = torch.tensor([STYLES.index(s) for s in data.styles])
+    images = clip.embed_image(data.images.float() / 127.5 - 1.0)
+    pred_style = (images @ clip.embed_text([style_caption(s) for s in STYLES]).T).argmax(1)
+    hits = pred_style == truth
+    out = {"style_only": float(hits.float().mean())}
+    content_hits = []
+    for name in dict.fromkeys(data.photo_names):
+        rows = torch.tensor([n == name for n in data.photo_names])
+        queries = clip.embed_text([caption(s, PHOTOS[name]) for s in STYLES])
+        content_hits.append((images[rows] @ queries.T).argmax(1) == truth[rows])
+    out["with_content"] = float(torch.cat(content_hits).float().mean())
+    out.update({s: float(hits[truth == i].float().mean()) for i, s in enumerate(STYLES)})
+    return out
 
 
 def read_curve(path: str | Path, column: str = "loss") -> tuple[list[int], list[float]]:
@@ -189,6 +213,63 @@ VAE reconstruction PSNR (dB) on 64 px crops of the held-out photos:
 Tiny capacity, 64 px, a handful of photos and four synthetic styles: outputs are blurry and the
 model knows only the words of its captions. Use it to exercise and test the methods, not to judge
 their quality; the real presets (Stable Diffusion) do that.
+"""
+    (folder / "README.md").write_text(card)
+    return folder / "README.md"
+
+
+def write_clip_card(folder: str | Path, work: str | Path) -> Path:
+    """Write ``README.md``, ``loss_curve.png`` and ``eval.json`` of the exported tiny open_clip folder."""
+    import open_clip
+
+    from dit_translate.encoders import ClipEncoder
+
+    folder, work = Path(folder), Path(work)
+    name = f"local-dir:{folder}"
+    clip = ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), name)
+    retrieval = style_retrieval(clip)
+    cfg = json.loads((work / "train_config.json").read_text())
+    meta = json.loads((folder / "open_clip_config.json").read_text())["dit_translate"]
+    last = _csv_tail(work / "loss.csv")
+    (folder / "eval.json").write_text(json.dumps({"heldout_style_retrieval_top1": retrieval, "last": last, **meta}, indent=2))
+    plot_curves({"contrastive loss": read_curve(work / "loss.csv")}, folder / "loss_curve.png")
+    params = sum(p.numel() for p in clip.model.parameters())
+    rows = "\n".join(f"| {s} | {retrieval[s]:.1%} |" for s in STYLES)
+    card = f"""---
+license: cc0-1.0
+library_name: open_clip
+tags: [clip, toy, tiny]
+---
+# dit-translate tiny open_clip (toy world)
+
+An `open_clip.CLIP` ({params / 1e6:.2f} M params: 64 px ViT, patch {cfg["model"]["vision_cfg"]["patch_size"]},
+{cfg["model"]["vision_cfg"]["layers"]} layers; text transformer {cfg["model"]["text_cfg"]["layers"]} layers,
+CLIP's BPE vocabulary) trained from scratch on CPU by `python -m dit_translate.tiny build --stages clip`,
+in open_clip's `local-dir` layout. It is the CLIP of the tiny world: AGG's text guidance, the tiny
+DiT's conditioning and the CLIP metrics use it offline.
+
+## Data and recipe
+The tiny world's crops (see `../sd/README.md`): {len(PHOTOS) - len(HELD_OUT)} scikit-image photos,
+random crops at 64 px in true and random colours, each rendered as {", ".join(STYLES)}; captions
+such as "a comic drawing of an astronaut", and with probability {cfg["style_only"]} the style alone
+("a comic drawing"). Multi-positive contrastive loss (pairs with equal captions are positives),
+AdamW lr {cfg["lr"]}, batch {cfg["batch_size"]}, {last.get("step", "?")} steps; exported at step
+{meta["training_step"]} ({"EMA" if meta["ema"] else "raw"} weights).
+
+![loss curve](loss_curve.png)
+
+## Held-out evaluation
+Image -> style retrieval (top-1 over the four style captions) on 64 px crops of the held-out photos
+({", ".join(HELD_OUT)}): **{retrieval["style_only"]:.1%}** with style-only captions,
+{retrieval["with_content"]:.1%} with captions naming the content ("a comic drawing of a cat").
+
+| style | top-1 (style-only captions) |
+|---|---|
+{rows}
+
+## Limits
+It knows only the words of its captions and four synthetic styles; it is no substitute for a real
+CLIP when judging real images.
 """
     (folder / "README.md").write_text(card)
     return folder / "README.md"
