@@ -116,14 +116,44 @@ def encoder_refs(spec: PairedSpec) -> dict[str, str]:
     }
 
 
+def _relative(ref: str) -> bool:
+    return ref.startswith(("./", "../"))
+
+
 def resolve_refs(refs: dict[str, str], folder: Path) -> dict[str, str]:
-    """Encoder references of a checkpoint in ``folder`` with its ``./`` paths made absolute."""
+    """Encoder references of a checkpoint in ``folder`` with its relative (``./``, ``../``) paths made absolute.
+
+    ``./`` refs point at the copies ``write_checkpoint`` makes; ``../`` refs at encoders shared with
+    sibling folders (see ``share_encoders``).
+    """
     out = dict(refs)
-    if refs["vae"].startswith("./"):
-        out["vae"] = str(folder / refs["vae"][2:])
-    if refs["clip"].startswith(LOCAL_DIR + "./"):
-        out["clip"] = LOCAL_DIR + str(folder / refs["clip"][len(LOCAL_DIR) + 2:])
+    if _relative(refs["vae"]):
+        out["vae"] = str((folder / refs["vae"]).resolve())
+    clip = refs["clip"]
+    if clip.startswith(LOCAL_DIR) and _relative(clip[len(LOCAL_DIR):]):
+        out["clip"] = LOCAL_DIR + str((folder / clip[len(LOCAL_DIR):]).resolve())
     return out
+
+
+def share_encoders(folder: str | Path, vae: str, clip: str) -> None:
+    """Point checkpoint ``folder`` at encoder folders it shares with its siblings instead of its own copies.
+
+    ``vae`` (e.g. ``"../sd/vae"``) and ``clip`` (e.g. ``"local-dir:../clip"``) are relative to ``folder``
+    and must hold byte-identical weights to the copies in ``folder/vae`` and ``folder/clip``, which are
+    then removed (so shipped tiny models store each encoder once). Raises ``CheckpointError`` otherwise.
+    """
+    folder = Path(folder)
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    targets = {"vae": (folder / vae).resolve(), "clip": (folder / clip.removeprefix(LOCAL_DIR)).resolve()}
+    for name, shared in targets.items():
+        own = folder / name
+        for f in own.glob("*.safetensors"):
+            if not (shared / f.name).is_file() or (shared / f.name).read_bytes() != f.read_bytes():
+                raise CheckpointError(f"{shared / f.name} differs from {f} (or is missing): cannot share it")
+    meta["encoders"] = {"vae": vae, "vae_subfolder": "", "clip": clip}
+    write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2))
+    for name in targets:
+        shutil.rmtree(folder / name)
 
 
 def copy_local_encoders(spec: PairedSpec, folder: Path, clip_spec: str | None) -> None:

@@ -2,7 +2,10 @@
 
 build   runs the stages in order (vae, sd, export, clip), each resuming from
         ``<work>/<stage>/checkpoint``: the Stable Diffusion folder goes to ``--out`` and the tiny
-        open_clip folder to ``--clip-out``, each with its model card.
+        open_clip folder to ``--clip-out``, then the paired DiT (``presets/tiny-dit.toml``, which
+        reads those two) to ``--dit-out``, each with its model card.
+pairs   writes the tiny DiT's paired data: a pix2pix "AB" folder of photo | comic crops
+        (``train/`` from the training photos, ``test/`` from the held-out ones).
 export  exports the latest stage-2 checkpoint now (usable mid-training) with its model card.
 """
 
@@ -19,7 +22,7 @@ from dit_translate.tiny.train_clip import CLIPTrainConfig, export_clip, train_cl
 from dit_translate.tiny.train_sd import SDTrainConfig
 from dit_translate.tiny.train_vae import VAETrainConfig
 
-STAGES = ("vae", "sd", "export", "clip")
+STAGES = ("vae", "sd", "export", "clip", "dit")
 
 
 def _export(work: str, out: str, raw: bool) -> None:
@@ -48,15 +51,25 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--work", default="/work/tiny-runs", help="checkpoints and logs")
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.add_argument("--raw", action="store_true", help="export raw instead of EMA weights")
+    pairs = sub.add_parser("pairs")
+    pairs.add_argument("--out", default="/work/tiny-runs/pairs")
+    pairs.add_argument("--crops-per-photo", type=int, default=96)
     b = sub.choices["build"]
     b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--unet-steps", type=int, default=SDTrainConfig.steps)
     b.add_argument("--clip-steps", type=int, default=CLIPTrainConfig.steps)
     b.add_argument("--clip-out", default="assets/tiny/clip", help="exported open_clip folder")
+    b.add_argument("--dit-steps", type=int, default=None, help="stop the DiT run early at this step")
+    b.add_argument("--dit-out", default="assets/tiny/dit", help="exported DiT checkpoint folder")
     b.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     args = parser.parse_args(argv)
-    if args.threads:
+    if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    if args.command == "pairs":
+        from dit_translate.tiny.data import write_pairs
+
+        print(f"wrote {write_pairs(args.out, crops_per_photo=args.crops_per_photo)}")
+        return
     if args.command == "export":
         try:
             _export(args.work, args.out, args.raw)
@@ -74,6 +87,12 @@ def main(argv: list[str] | None = None) -> None:
         _export(args.work, args.out, args.raw)
     if "clip" in stages:
         _clip(args.work, args.clip_out, CLIPTrainConfig(steps=args.clip_steps), args.raw)
+    if "dit" in stages:
+        from dit_translate.tiny.eval import write_dit_card
+
+        folder = build.export_dit(build.build_dit(args.work, max_steps=args.dit_steps), args.dit_out)
+        write_dit_card(folder, Path(args.work) / "dit", sd=args.out)
+        print(f"exported {folder}")
 
 
 if __name__ == "__main__":

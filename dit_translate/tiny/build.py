@@ -2,7 +2,10 @@
 
 ``<work>/vae``: stage 1, the VAE (``final/`` when done). ``<work>/sd``: stage 2, text encoder +
 U-Net. ``export`` turns the latest stage-2 checkpoint (EMA weights by default) into a diffusers
-Stable Diffusion folder, so a usable snapshot exists before training ends.
+Stable Diffusion folder, so a usable snapshot exists before training ends. ``<work>/clip``: the tiny
+open_clip (``train_clip.py``). ``<work>/pairs`` and ``<work>/dit``: the photo -> comic pairs and the
+paired DiT run (``python -m dit_translate train`` on ``presets/tiny-dit.toml``), whose checkpoint
+folder is shipped with its encoders shared with the SD folder and the CLIP folder.
 """
 
 from __future__ import annotations
@@ -52,6 +55,41 @@ def build_sd(work: str | Path, cfg: SDTrainConfig) -> None:
     vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
     data = _data(cfg.size, cfg.crops_per_photo, cfg.seed)
     train_sd(work / "sd", cfg, vae, load_tokenizer(work), data)
+
+
+def build_dit(work: str | Path, preset: str = "tiny-dit", max_steps: int | None = None) -> Path:
+    """Write the paired data (once) and train (or resume) the tiny DiT into ``<work>/dit``.
+
+    The preset's encoders must exist: the exported SD folder's VAE and the exported tiny CLIP.
+    """
+    from dit_translate.paired.train import train
+    from dit_translate.presets import load_preset
+    from dit_translate.tiny.data import write_pairs
+
+    work = Path(work)
+    if not (work / "pairs" / "test").is_dir():
+        write_pairs(work / "pairs")
+    return train(load_preset(preset), work / "pairs", work / "dit", max_steps=max_steps).folder
+
+
+def export_dit(run: str | Path, out: str | Path, vae: str = "../sd/vae", clip: str = "local-dir:../clip") -> Path:
+    """Copy the loadable part of the DiT run folder ``run`` to ``out``, sharing the sibling encoders.
+
+    ``vae``/``clip`` are relative to ``out`` (see ``paired.checkpoint.share_encoders``); the training
+    state and sample grids stay behind. ``out`` is swapped in whole, never half-written.
+    """
+    from dit_translate.paired.checkpoint import share_encoders
+
+    run, out = Path(run), Path(out)
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("train_state*", "samples", "run.json", ".*"))
+    share_encoders(tmp, vae, clip)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
 
 
 def load_stage2(work: str | Path, ema: bool = True) -> tuple[NoisePrediction, int]:

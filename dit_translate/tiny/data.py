@@ -9,6 +9,7 @@ its stylised versions are pixel-aligned pairs. Captions name the style and the p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -230,3 +231,22 @@ class TinyDataset(torch.utils.data.Dataset):
         x = self.images[idx].float() / 127.5 - 1.0
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x, [self.captions[int(i)] for i in idx]
+
+
+def write_pairs(out: str | Path, size: int = 64, crops_per_photo: int = 96, style: str = "comic",
+                seed: int = 0) -> Path:
+    """Write a pix2pix "AB" folder of photo | ``style`` crops: ``out/train`` (training photos) and
+    ``out/test`` (the held-out photos, ``crops_per_photo // 8`` crops each, another seed).
+
+    Each PNG is (size x 2*size): the photo crop on the left, its rendering on the right. Returns ``out``.
+    """
+    out = Path(out)
+    for split, n, split_seed in (("train", crops_per_photo, seed), ("test", max(1, crops_per_photo // 8), seed + 1)):
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        data = TinyDataset(split, size, n, styles=("photo", style), seed=split_seed)
+        images = data.images.permute(0, 2, 3, 1).numpy()
+        for i in range(0, len(images), 2):
+            name = f"{data.photo_names[i]}_{i // 2 % n:04d}.png"
+            Image.fromarray(np.concatenate([images[i], images[i + 1]], axis=1)).save(folder / name)
+    return out
