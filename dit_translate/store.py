@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.presets import GuidanceSpec, Preset, load_preset
+from dit_translate.presets import GuidanceSpec, Preset, resolve_preset
 from dit_translate.runtime import hub_offline, pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -208,7 +208,10 @@ class ModelStore:
 
     def get(self, preset: str | Preset, model: str | None = None) -> Loaded:
         """The models of ``preset`` (name, path or ``Preset``), optionally pointed at another ``model``."""
-        p = load_preset(preset) if isinstance(preset, str) else preset
+        p = resolve_preset(preset)
+        if p.paired is not None:
+            raise ValueError(f"preset {p.name!r} is a paired-translation (dit) preset; use it with translate, "
+                             "not with an editing method")
         if model:
             p = p.with_model(model)
         key = (p.name, p.model)
@@ -229,7 +232,7 @@ class ModelStore:
         """
         from dit_translate.encoders import Guidance
 
-        p = load_preset(preset) if isinstance(preset, str) else preset
+        p = resolve_preset(preset)
         key = (p.name, p.guidance)
         with self._lock:
             if self._guidance is None or self._guidance[0] != key:
@@ -245,7 +248,7 @@ class ModelStore:
 
         p = None
         if checkpoint is None:
-            p = load_preset(preset) if isinstance(preset, str) else preset
+            p = resolve_preset(preset)
             if p.paired is None:
                 raise ValueError(f"preset {p.name!r} is a {p.kind!r} preset, not a paired-translation (dit) preset")
         key = ("checkpoint", str(Path(checkpoint).resolve())) if p is None else (p.name, p.model)
