@@ -36,6 +36,7 @@ from dit_translate.paired.dit import PairedDiT
 from dit_translate.paired.encoders import LatentCodec, load_clip_tower, load_dit_encoders, load_vae
 from dit_translate.paired.pix2pix import UNetGenerator
 from dit_translate.presets import Preset
+from dit_translate.runtime import make_generator
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +219,13 @@ def translate(
     progress: Progress | None = None,
 ) -> TranslationResult:
     """Translate one source (1, 3, H, W) in [-1, 1]; ``None`` knobs take the checkpoint's defaults."""
-    steps = int(steps or models.defaults.get("steps", DEFAULT_STEPS))
+    steps = int(models.defaults.get("steps", DEFAULT_STEPS) if steps is None else steps)
     guidance = float(models.defaults.get("guidance", DEFAULT_GUIDANCE) if guidance is None else guidance)
     check_range("guidance", guidance, 0.0, 100.0)
     m = models.size_multiple
     if source.shape[-1] % m or source.shape[-2] % m:
         raise ValueError(f"image sides must be multiples of {m}, got {source.shape[-1]}x{source.shape[-2]}")
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = make_generator(seed)
     with timed() as elapsed:
         image = translate_batch(models, source, steps=steps, guidance=guidance, generator=generator,
                                 progress=progress)
