@@ -159,12 +159,12 @@ def load_paired(folder: str | Path, device: torch.device | str = "cpu", dtype: t
     common = dict(kind=meta["kind"], spec=spec, image_size=size, name=str(meta["preset"]), step=int(meta["step"]),
                   untrained=bool(meta["untrained"]), defaults=meta.get("defaults", {}), folder=folder)
     if meta["kind"] == "pix2pix":
-        net = UNetGenerator.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype)
+        net = UNetGenerator.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype, use_safetensors=True)
         return PairedModels(net=net.to(device).eval(), **common)
     enc = resolve_refs(meta["encoders"], folder)
     as_preset = Preset(name=str(meta["preset"]), kind="dit", model=str(folder), description=f"checkpoint {folder}",
                        size=size, source=folder / META_FILE, paired=spec)
-    net = PairedDiT.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype).to(device).eval()
+    net = PairedDiT.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype, use_safetensors=True).to(device).eval()
     codec = LatentCodec(load_vae(enc["vae"], enc["vae_subfolder"])).to(device, dtype)
     clip = load_clip_tower(enc["clip"], as_preset, device)
     scheduler = DDIMScheduler.from_pretrained(folder / SCHEDULER_DIR)

@@ -110,7 +110,7 @@ def sample_grid(folder: str | Path, out: str | Path, strength: float = 0.6, step
     results for each non-photo style prompt; each tile is the model's native size, upscaled x3."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rows = []
@@ -138,7 +138,7 @@ def _csv_tail(path: Path) -> dict[str, str]:
 def write_model_card(folder: str | Path, work: str | Path) -> Path:
     """Write ``README.md``, ``loss_curve.png``, ``samples.png`` and ``eval.json`` into ``folder``."""
     folder, work = Path(folder), Path(work)
-    vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
     psnr = vae_psnr(vae)
     curves = {f"{name} loss": read_curve(work / stage / "loss.csv")
               for name, stage in (("VAE", "vae"), ("U-Net+text", "sd"))}
