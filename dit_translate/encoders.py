@@ -282,7 +282,7 @@ def load_clip(spec: str, preset: Preset, device: torch.device | str = "cpu") -> 
     if spec.startswith(LOCAL_DIR):
         folder, untrained = _local(spec, "clip", preset)
         name = LOCAL_DIR + str(folder)
-        model = open_clip.create_model(name, device=device)
+        model = open_clip.create_model(name, device=device, weights_only=True)
         return ClipEncoder.from_model(model, open_clip.get_tokenizer(name), spec), untrained
     repo = _clip_repo(spec)
     arch, _, tag = spec.partition("/")

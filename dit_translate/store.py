@@ -130,6 +130,13 @@ def fetch_instructions(preset: Preset) -> str:
     )
 
 
+def _without_safetensors(folder: Path) -> list[str]:
+    """The weight folders of a diffusers model folder (``unet``, ``vae``, ``text_encoder``, or the folder itself
+    for a pixel model) that hold no ``*.safetensors`` file."""
+    parts = [c for c in ("unet", "vae", "text_encoder") if (folder / c).is_dir()] or ["."]
+    return [part for part in parts if not any((folder / part).glob("*.safetensors"))]
+
+
 def resolve_folder(preset: Preset) -> tuple[Path, bool]:
     """The local folder holding ``preset``'s weights, downloading if allowed; and whether it is untrained."""
     if preset.is_local:
@@ -220,7 +227,18 @@ class ModelStore:
                 return self._current[1]
             self._free()
             folder, untrained = resolve_folder(p)
-            models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype, name=p.name)
+            unsafe = _without_safetensors(folder)
+            if unsafe:
+                raise MissingWeightsError(
+                    f"preset {p.name!r}: {folder} has no safetensors weights in {', '.join(unsafe)}; pickled "
+                    "weights (.bin, .ckpt, .pt) are never loaded: convert them to safetensors"
+                )
+            try:
+                models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
+                                                              name=p.name)
+            except OSError as e:  # a truncated or corrupt weights file
+                reason = str(e).strip()
+                raise MissingWeightsError(f"preset {p.name!r}: cannot load the model in {folder} ({reason})") from None
             loaded = Loaded(p, models, folder, untrained)
             self._current = (key, loaded)
             return loaded

@@ -226,7 +226,7 @@ def write_clip_card(folder: str | Path, work: str | Path) -> Path:
 
     folder, work = Path(folder), Path(work)
     name = f"local-dir:{folder}"
-    clip = ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), name)
+    clip = ClipEncoder.from_model(open_clip.create_model(name, weights_only=True), open_clip.get_tokenizer(name), name)
     retrieval = style_retrieval(clip)
     cfg = json.loads((work / "train_config.json").read_text())
     meta = json.loads((folder / "open_clip_config.json").read_text())["dit_translate"]
