@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (*USER_ERRORS, PresetError, MissingWeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error:", *str(e).split(), file=sys.stderr)  # one line, whatever a library put in the message
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -87,8 +87,9 @@ def denoise(
 
 
 def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    """Raise ``ValueError`` unless ``low (<|<=) value <= high`` and ``value`` is finite."""
-    ok = value == value and (value > low if low_open else value >= low) and value <= high
+    """Raise ``ValueError`` unless ``value`` is a number (not a bool or a string) with ``low (<|<=) value <= high``."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = number and value == value and (value > low if low_open else value >= low) and value <= high
     if not ok:
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
