@@ -17,14 +17,14 @@ from PIL import Image
 from dit_translate import images, metrics
 from dit_translate.methods import losses
 from dit_translate.methods.agg import agg
-from dit_translate.methods.common import Progress, TranslationResult
+from dit_translate.methods.common import Progress, TranslationResult, check_int
 from dit_translate.methods.correction import DEFAULT_FEATURES as CORRECTION_FEATURES
 from dit_translate.methods.correction import VARIANTS, correct
 from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
-from dit_translate.runtime import make_generator
+from dit_translate.runtime import SEED_MAX, make_generator
 from dit_translate.store import Loaded, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
@@ -43,6 +43,22 @@ class EditRequest:
     negative_prompt: str | None = None
     variant: str = "released"
     inversion_steps: int | None = None
+
+
+def _whole_knobs(**knobs: object) -> dict[str, int | None]:
+    """Validate the integer knobs given before any model loads: ``seed`` in [0, SEED_MAX], the others (step
+    counts) at least 1; ``None`` stays ``None`` (the preset's default)."""
+    return {name: None if value is None else check_int(name, value, *((0, SEED_MAX) if name == "seed" else (1,)))
+            for name, value in knobs.items()}
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _check_text(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
 
 
 def prepare_source(img: Image.Image, loaded: Loaded) -> torch.Tensor:
@@ -66,19 +82,21 @@ def edit(
         raise ValueError(f"unknown correction variant {request.variant!r}; choose one of {', '.join(VARIANTS)}")
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise ValueError("a prompt is required: describe the target, e.g. 'a comic drawing'")
+    _check_text("the negative prompt", request.negative_prompt)
+    knobs = _whole_knobs(steps=request.steps, inversion_steps=request.inversion_steps, seed=request.seed)
     img = images.load_image(image)  # a bad image fails before any model is loaded
     loaded = (store or default_store()).get(preset, model)
     source = prepare_source(img, loaded)
     d = loaded.preset.defaults
     common = dict(
-        steps=request.steps or d.steps,
-        guidance=d.guidance if request.guidance is None else request.guidance,
+        steps=_default(knobs["steps"], d.steps),
+        guidance=_default(request.guidance, d.guidance),
         progress=progress,
     )
     if request.method == "pnp":
         result = pnp(
             loaded.models, source, request.prompt,
-            inversion_steps=request.inversion_steps or d.pnp_inversion_steps,
+            inversion_steps=_default(knobs["inversion_steps"], d.pnp_inversion_steps),
             negative_prompt=PNP_NEGATIVE if request.negative_prompt is None else request.negative_prompt,
             strength=1.0 if request.strength is None else request.strength,
             features=loaded.preset.features("pnp", PNP_FEATURES),
@@ -89,7 +107,7 @@ def edit(
             common,
             strength=d.strength if request.strength is None else request.strength,
             negative_prompt=d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
-            seed=request.seed,
+            seed=knobs["seed"],
         )
         if request.method == "sdedit":
             result = sdedit(loaded.models, source, request.prompt, **kwargs)
@@ -133,13 +151,16 @@ def guide(
     same augmentations) and ``ssim_to_source`` / ``ssim_to_source_ddim``. ``options`` are further
     ``methods.agg.agg`` keyword arguments (windows, etas, loss weights, ablation switches).
     """
-    text = request.text.strip() if isinstance(request.text, str) else ""
+    _check_text("the target text", request.text)
+    _check_text("the source text", request.source_text)
+    text = (request.text or "").strip()
     if not text and request.style_image is None:
         raise ValueError("AGG needs a target: give a target text or a style image")
     if text and request.style_image is not None:
         raise ValueError("give either a target text or a style image, not both")
     if request.source_text and not text:
         raise ValueError("a source text only applies to text guidance: give a target text too")
+    knobs = _whole_knobs(steps=request.steps, seed=request.seed)
     img = images.load_image(image)  # bad images fail before any model is loaded
     style_img = None if request.style_image is None else images.load_image(request.style_image)
     store = store or default_store()
@@ -154,13 +175,13 @@ def guide(
         h, w = source.shape[-2:]
         style = losses.image_guidance(guidance_models.dino(), images.to_tensor(images.resize_to(style_img, (w, h))))
         prompt, cfg = "", 1.0
-    kwargs = dict(prompt=prompt, guidance=cfg, steps=request.steps or d.steps, seed=request.seed, progress=progress,
-                  **(options or {}))
+    kwargs = dict(prompt=prompt, guidance=cfg, steps=_default(knobs["steps"], d.steps), seed=knobs["seed"],
+                  progress=progress, **(options or {}))
     baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
     result = agg(loaded.models, source, style, **kwargs)
     for name, r in (("ddim", baseline), ("agg", result)):
         with torch.no_grad():
-            loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(request.seed))
+            loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(knobs["seed"]))
         r.metrics["ssim_to_source"] = metrics.ssim(r.image, source)
         result.metrics[f"guidance_loss_{name}"] = float(loss)
     result.metrics["ssim_to_source_ddim"] = baseline.metrics["ssim_to_source"]
@@ -188,11 +209,13 @@ def translate(
     """
     from dit_translate.paired.translate import translate as translate_paired
 
+    knobs = _whole_knobs(steps=steps, seed=seed)
     img = images.load_image(image)  # a bad image fails before any model is loaded
     loaded = (store or default_store()).get_paired(preset, checkpoint)
     models = loaded.models
     source = images.to_tensor(images.to_working_size(img, models.image_size, models.size_multiple))
-    result = translate_paired(models, source, steps=steps, guidance=guidance, seed=seed, progress=progress)
+    result = translate_paired(models, source, steps=knobs["steps"], guidance=guidance, seed=knobs["seed"],
+                              progress=progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
     result.extras.update(preset=models.name, untrained=loaded.untrained, clip_untrained=models.clip_untrained,
                          source=source)

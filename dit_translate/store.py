@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.presets import GuidanceSpec, Preset, load_preset
+from dit_translate.presets import GuidanceSpec, Preset, resolve_preset
 from dit_translate.runtime import hub_offline, pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -130,6 +130,13 @@ def fetch_instructions(preset: Preset) -> str:
     )
 
 
+def _without_safetensors(folder: Path) -> list[str]:
+    """The weight folders of a diffusers model folder (``unet``, ``vae``, ``text_encoder``, or the folder itself
+    for a pixel model) that hold no ``*.safetensors`` file."""
+    parts = [c for c in ("unet", "vae", "text_encoder") if (folder / c).is_dir()] or ["."]
+    return [part for part in parts if not any((folder / part).glob("*.safetensors"))]
+
+
 def resolve_folder(preset: Preset) -> tuple[Path, bool]:
     """The local folder holding ``preset``'s weights, downloading if allowed; and whether it is untrained."""
     if preset.is_local:
@@ -208,7 +215,10 @@ class ModelStore:
 
     def get(self, preset: str | Preset, model: str | None = None) -> Loaded:
         """The models of ``preset`` (name, path or ``Preset``), optionally pointed at another ``model``."""
-        p = load_preset(preset) if isinstance(preset, str) else preset
+        p = resolve_preset(preset)
+        if p.paired is not None:
+            raise ValueError(f"preset {p.name!r} is a paired-translation (dit) preset; use it with translate, "
+                             "not with an editing method")
         if model:
             p = p.with_model(model)
         key = (p.name, p.model)
@@ -217,7 +227,18 @@ class ModelStore:
                 return self._current[1]
             self._free()
             folder, untrained = resolve_folder(p)
-            models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype, name=p.name)
+            unsafe = _without_safetensors(folder)
+            if unsafe:
+                raise MissingWeightsError(
+                    f"preset {p.name!r}: {folder} has no safetensors weights in {', '.join(unsafe)}; pickled "
+                    "weights (.bin, .ckpt, .pt) are never loaded: convert them to safetensors"
+                )
+            try:
+                models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
+                                                              name=p.name)
+            except OSError as e:  # a truncated or corrupt weights file
+                reason = str(e).strip()
+                raise MissingWeightsError(f"preset {p.name!r}: cannot load the model in {folder} ({reason})") from None
             loaded = Loaded(p, models, folder, untrained)
             self._current = (key, loaded)
             return loaded
@@ -229,7 +250,7 @@ class ModelStore:
         """
         from dit_translate.encoders import Guidance
 
-        p = load_preset(preset) if isinstance(preset, str) else preset
+        p = resolve_preset(preset)
         key = (p.name, p.guidance)
         with self._lock:
             if self._guidance is None or self._guidance[0] != key:
@@ -245,7 +266,7 @@ class ModelStore:
 
         p = None
         if checkpoint is None:
-            p = load_preset(preset) if isinstance(preset, str) else preset
+            p = resolve_preset(preset)
             if p.paired is None:
                 raise ValueError(f"preset {p.name!r} is a {p.kind!r} preset, not a paired-translation (dit) preset")
         key = ("checkpoint", str(Path(checkpoint).resolve())) if p is None else (p.name, p.model)

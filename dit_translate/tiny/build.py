@@ -69,7 +69,7 @@ def load_tokenizer(work: str | Path) -> CLIPTokenizer:
 def build_sd(work: str | Path, cfg: SDTrainConfig) -> None:
     """Stage 2: train (or finish) text encoder + U-Net on the stage-1 VAE's latents."""
     work = Path(work)
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final", use_safetensors=True)
     data = _data(cfg.size, cfg.crops_per_photo, cfg.seed)
     train_sd(work / "sd", cfg, vae, load_tokenizer(work), data)
 
@@ -123,7 +123,7 @@ def export(work: str | Path, out: str | Path, ema: bool = True) -> Path:
     work, out = Path(work), Path(out)
     module, step = load_stage2(work, ema)
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(work / "vae" / "final"),
+        vae=AutoencoderKL.from_pretrained(work / "vae" / "final", use_safetensors=True),
         text_encoder=module.text_encoder,
         tokenizer=load_tokenizer(work),
         unet=module.unet,

@@ -110,7 +110,7 @@ def sample_grid(folder: str | Path, out: str | Path, strength: float = 0.6, step
     results for each non-photo style prompt; each tile is the model's native size, upscaled x3."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rows = []
@@ -138,7 +138,7 @@ def _csv_tail(path: Path) -> dict[str, str]:
 def write_model_card(folder: str | Path, work: str | Path) -> Path:
     """Write ``README.md``, ``loss_curve.png``, ``samples.png`` and ``eval.json`` into ``folder``."""
     folder, work = Path(folder), Path(work)
-    vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
     psnr = vae_psnr(vae)
     curves = {f"{name} loss": read_curve(work / stage / "loss.csv")
               for name, stage in (("VAE", "vae"), ("U-Net+text", "sd"))}
@@ -226,7 +226,7 @@ def write_clip_card(folder: str | Path, work: str | Path) -> Path:
 
     folder, work = Path(folder), Path(work)
     name = f"local-dir:{folder}"
-    clip = ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), name)
+    clip = ClipEncoder.from_model(open_clip.create_model(name, weights_only=True), open_clip.get_tokenizer(name), name)
     retrieval = style_retrieval(clip)
     cfg = json.loads((work / "train_config.json").read_text())
     meta = json.loads((folder / "open_clip_config.json").read_text())["dit_translate"]
