@@ -86,7 +86,7 @@ def build_dit(work: str | Path, preset: str = "tiny-dit", max_steps: int | None 
     work = Path(work)
     if not (work / "pairs" / "test").is_dir():
         write_pairs(work / "pairs")
-    return train(load_preset(preset), work / "pairs", work / "dit", max_steps=max_steps).folder
+    return train(load_preset(preset), work / "pairs", work / "dit", max_steps=max_steps).out
 
 
 def export_dit(run: str | Path, out: str | Path, vae: str = "../sd/vae", clip: str = "local-dir:../clip") -> Path:
