@@ -563,7 +563,11 @@ def test_cli_process_long_prompt_works_and_leaves_no_temp_files(tmp_path, clean_
                      LONG_PROMPT + "🐱 猫", "--steps", "2", "--out", str(out), "--json"], clean_tmp)
     assert proc.returncode == 0, proc.stderr
     assert "tokens long; truncated to the text encoder's 77" in proc.stderr and "Traceback" not in proc.stderr
-    assert Image.open(out).size == (64, 48)  # the working size of the 48x32 photo, aspect kept
+    from dit_translate.images import load_image, to_working_size
+    from dit_translate.store import ModelStore
+
+    multiple = ModelStore().get("tiny").models.size_multiple  # 16 untrained fallback, 32 the shipped tiny U-Net
+    assert Image.open(out).size == to_working_size(load_image(_photo_file(tmp_path)), 64, multiple).size
 
 
 # --------------------------------------------------------------------------- app handlers (in-process)
