@@ -449,10 +449,10 @@ def write_world_card(root: str | Path = "assets/tiny") -> Path:
     from dit_translate.encoders import ClipEncoder
 
     root = Path(root)
-    vae = AutoencoderKL.from_pretrained(root / "sd" / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(root / "sd" / "vae", use_safetensors=True).eval()
     psnr = vae_psnr(vae)
     name = f"local-dir:{root / 'clip'}"
-    retrieval = style_retrieval(ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), name))
+    retrieval = style_retrieval(ClipEncoder.from_model(open_clip.create_model(name, weights_only=True), open_clip.get_tokenizer(name), name))
     sources, targets = heldout_pairs()
     dit, _, _ = dit_vs_sdedit(root / "dit", root / "sd", sources, targets)
     editing = editing_comparison()
