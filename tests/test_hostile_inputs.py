@@ -64,12 +64,18 @@ def error_message(exc: BaseException) -> str:
     return str(getattr(exc, "message", exc))
 
 
-@pytest.fixture
-def clean_tmp(tmp_path_factory, monkeypatch):
-    """TMPDIR (and ``tempfile``'s cached choice) point at a fresh folder, which must stay empty."""
-    folder = tmp_path_factory.mktemp("TMPDIR")
+def fresh_tmpdir(tmp_path_factory, monkeypatch, name: str):
+    """Point TMPDIR (and ``tempfile``'s cached choice) at a fresh folder ``name``; returns it."""
+    folder = tmp_path_factory.mktemp(name)
     monkeypatch.setenv("TMPDIR", str(folder))
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def clean_tmp(tmp_path_factory, monkeypatch):
+    """A fresh TMPDIR, which must stay empty."""
+    folder = fresh_tmpdir(tmp_path_factory, monkeypatch, "TMPDIR")
     yield folder
     assert sorted(p.name for p in folder.iterdir()) == [], "the core left temporary files behind"
 
@@ -600,10 +606,7 @@ def _run_guided(app, image, **kw):
 @pytest.fixture
 def app_tmp(tmp_path_factory, monkeypatch):
     """A fresh TMPDIR for the app's handlers (what they leave is checked by the test itself)."""
-    folder = tmp_path_factory.mktemp("TMPDIR-app")
-    monkeypatch.setenv("TMPDIR", str(folder))
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+    return fresh_tmpdir(tmp_path_factory, monkeypatch, "TMPDIR-app")
 
 
 @pytest.mark.usefixtures("app_tmp")
