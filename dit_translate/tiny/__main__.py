@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     report.add_argument("--root", default="assets/tiny")
     pairs = sub.add_parser("pairs")
     pairs.add_argument("--out", default="/work/tiny-runs/pairs")
-    pairs.add_argument("--crops-per-photo", type=int, default=96)
+    pairs.add_argument("--crops-per-photo", type=int, default=384)
     b = sub.choices["build"]
     b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--unet-steps", type=int, default=SDTrainConfig.steps)
