@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, UNet2DConditionModel
 
 from dit_translate.diffusion.ddim import Schedule, Steps, make_steps
 from dit_translate.diffusion.denoiser import Denoiser, TextCondition
@@ -41,7 +41,7 @@ class DiffusionModels:
         A folder with only ``unet/`` (or a bare ``UNet2DModel`` folder) loads as a pixel model.
         Weights must be safetensors (``use_safetensors=True``); pickles are refused.
         """
-        from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+        from diffusers import AutoencoderKL, UNet2DModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         folder = Path(folder)
@@ -103,7 +103,11 @@ class DiffusionModels:
 
     @property
     def size_multiple(self) -> int:
-        """Image sides must be multiples of this: the VAE factor times the U-Net's total downsampling."""
+        """Image sides must be multiples of this. A ``UNet2DConditionModel`` takes any latent size (it hands
+        its skip connections' sizes to the upsamplers), so a latent model needs only the VAE factor, as in
+        diffusers' pipelines; a pixel ``UNet2DModel`` needs its total downsampling."""
+        if isinstance(self.unet, UNet2DConditionModel):
+            return self.scale_factor
         return self.scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     @property
