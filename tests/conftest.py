@@ -33,3 +33,17 @@ def photo():
 
     img = resize(data.astronaut(), (32, 32), anti_aliasing=True)
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() * 2 - 1
+
+
+@pytest.fixture
+def tiny_dit_without_weights(tmp_path):
+    """A copy of presets/tiny-dit.toml (its relative paths made absolute) whose checkpoint folder is
+    missing, so the store takes the UNTRAINED ``random-dit`` fallback whether or not assets/tiny/dit exists."""
+    from pathlib import Path
+
+    presets = Path(__file__).resolve().parents[1] / "presets"
+    text = (presets / "tiny-dit.toml").read_text().replace('"../assets/tiny/dit"', f'"{tmp_path / "no-dit"}"')
+    text = text.replace('"../', f'"{presets.parent}/').replace('"local-dir:../', f'"local-dir:{presets.parent}/')
+    path = tmp_path / "tiny-dit.toml"
+    path.write_text(text)
+    return path

@@ -62,12 +62,14 @@ def test_eval_compares_the_dit_with_the_gan(trained, ab_data, tmp_path, capsys):
     assert json.loads((tmp_path / "eval.json").read_text()) == report
 
 
-def test_translate_tiny_dit_falls_back_to_a_labelled_untrained_model(tmp_path, ab_data, monkeypatch, capsys):
+def test_translate_tiny_dit_falls_back_to_a_labelled_untrained_model(tmp_path, ab_data, monkeypatch, capsys,
+                                                                    tiny_dit_without_weights):
     monkeypatch.setattr(store, "UNTRAINED_CACHE", tmp_path / "cache")
     monkeypatch.setattr(encoders, "UNTRAINED_CLIP", tmp_path / "cache" / "clip")
     monkeypatch.setattr(store, "_default", None)
     out = tmp_path / "o.png"
-    assert main(["translate", "--image", str(ab_data / "p1.png"), "--steps", "2", "--out", str(out), "--json"]) == 0
+    assert main(["translate", "--image", str(ab_data / "p1.png"), "--preset", str(tiny_dit_without_weights),
+                 "--steps", "2", "--out", str(out), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out.strip().splitlines()[-1])["untrained"] is True
     assert "UNTRAINED random model" in captured.err and Image.open(out).size == (64, 32)

@@ -75,11 +75,13 @@ def test_bad_paired_presets(tmp_path, body, match):
         load_preset(str(path))
 
 
-def test_availability_and_missing_checkpoint_message():
+def test_availability_and_missing_checkpoint_message(tiny_dit_without_weights):
     real = load_preset("face2comics")
     assert not availability(real).ok and "no trained checkpoint" in availability(real).detail
     with pytest.raises(MissingWeightsError, match=r"preset 'face2comics': no trained checkpoint at .*train one with "
                                                   r"`python -m dit_translate train --config .*face2comics.toml"):
         resolve_paired_folder(real)
-    tiny = load_preset("tiny-dit")
-    assert availability(tiny).ok and "UNTRAINED" in availability(tiny).detail
+    shipped = load_preset("tiny-dit")
+    assert availability(shipped).ok and "UNTRAINED" not in availability(shipped).detail
+    missing = load_preset(str(tiny_dit_without_weights))
+    assert availability(missing).ok and "UNTRAINED" in availability(missing).detail
