@@ -32,7 +32,8 @@ DIT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 """DiT sizes ``name -> (depth, hidden size, heads)``; S/B/L/XL are the DiT paper's, ``tiny`` is ours (CPU)."""
 
-PATCH_SIZES = (2, 4, 8)
+PATCH_SIZES = (1, 2, 4, 8)
+"""Patch sizes: 2/4/8 are the DiT paper's; 1 is ours, for the tiny world's 16x16 latents."""
 MODEL_KINDS = ("dit", "pix2pix")
 
 
