@@ -501,7 +501,7 @@ re-measure them with margins.
 | DiT vs comic target, PSNR | > photo, > SDEdit | DiT {dit["dit"]["psnr"]:.2f}, photo {dit["photo"]["psnr"]:.2f}, SDEdit {dit["sdedit"]["psnr"]:.2f} dB |
 | DiT vs comic target, SSIM | > photo, > SDEdit | DiT {dit["dit"]["ssim"]:.3f}, photo {dit["photo"]["ssim"]:.3f}, SDEdit {dit["sdedit"]["ssim"]:.3f} |
 | AGG "a comic drawing" vs unguided DDIM, CLIP score | higher | AGG {guided["agg"]["clip"]:.3f}, DDIM {guided["ddim"]["clip"]:.3f} |
-| AGG SSIM to source | above a floor | AGG {guided["agg"]["ssim"]:.3f}, DDIM {guided["ddim"]["ssim"]:.3f} |
+| AGG SSIM to source | >= 0.4 | AGG {guided["agg"]["ssim"]:.3f}, DDIM {guided["ddim"]["ssim"]:.3f} |
 
 SDEdit vs the semantic-discrepancy correction (released variant), prompt "a comic drawing", mean
 over the held-out photos and 3 seeds (CLIP score: cosine to the prompt under the tiny CLIP):
@@ -509,6 +509,10 @@ over the held-out photos and 3 seeds (CLIP score: cosine to the prompt under the
 | strength | SSIM to source, SDEdit | SSIM, correction | CLIP score, SDEdit | CLIP score, correction |
 |---|---|---|---|---|
 {edit_rows}
+
+The correction injects at `up_blocks.2` here, one decoder block above the released `up_blocks.1`,
+which sits at 4x4 in this U-Net (our choice; `presets/tiny.toml` gives the numbers of both maps).
+The DiT does not yet meet its bar against the untranslated photo (see [dit/README.md](dit/README.md)).
 """
     (root / "README.md").write_text(card)
     return root / "README.md"
