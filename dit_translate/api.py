@@ -204,7 +204,7 @@ def translate(
 ) -> TranslationResult:
     """Paired translation of ``image`` (DiT or pix2pix) with the ``checkpoint`` folder, else ``preset``'s.
 
-    The image is fitted to the checkpoint's size (longer side, aspect kept); ``None`` knobs take the
+    The image is fitted to the checkpoint's working size (longer side, aspect kept); ``None`` knobs take the
     checkpoint's defaults. Adds ``ssim_to_source`` to the metrics and whether the weights are untrained.
     """
     from dit_translate.paired.translate import translate as translate_paired
@@ -213,7 +213,7 @@ def translate(
     img = images.load_image(image)  # a bad image fails before any model is loaded
     loaded = (store or default_store()).get_paired(preset, checkpoint)
     models = loaded.models
-    source = images.to_tensor(images.to_working_size(img, models.image_size, models.size_multiple))
+    source = images.to_tensor(images.to_working_size(img, models.working_size, models.size_multiple))
     result = translate_paired(models, source, steps=knobs["steps"], guidance=guidance, seed=knobs["seed"],
                               progress=progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)

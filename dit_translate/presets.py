@@ -64,6 +64,8 @@ class MethodDefaults:
     strength: float = 0.6
     pnp_inversion_steps: int = 999
     negative_prompt: str = ""
+    size: int = 0
+    """Paired presets only: the longer side images are fitted to for translation (0: the training ``size``)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ def parse_preset(data: dict[str, Any], source: Path) -> Preset:
     allowed = PAIRED_FALLBACKS if paired_kind else FALLBACKS
     _check(fallback is None or fallback in allowed, source, f"'fallback' must be one of {allowed}")
     model = data["model"]
+    _check(paired_kind or "size" not in (data.get("defaults") if isinstance(data.get("defaults"), dict) else {}), source,
+           "[defaults] size is for paired presets; an editing preset's working size is the top-level 'size'")
     _check(not paired_kind or model.startswith((".", "/")), source,
            "'model' of a dit preset must be a local checkpoint folder (starting with '.', '..' or '/')")
     if model.startswith((".", "/")) or "/" not in model:
@@ -185,6 +189,8 @@ def _parse_defaults(raw: Any, source: Path) -> MethodDefaults:
     _check(1 <= d.pnp_inversion_steps <= 1000, source, "[defaults] pnp_inversion_steps must be in [1, 1000]")
     _check(0 < d.strength <= 1, source, "[defaults] strength must be in (0, 1]")
     _check(0 <= d.guidance <= 100, source, "[defaults] guidance must be in [0, 100]")
+    _check(d.size == 0 or (32 <= d.size <= 2048 and d.size % 8 == 0), source,
+           "[defaults] size must be 0 or a multiple of 8 in [32, 2048]")
     return d
 
 

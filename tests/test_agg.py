@@ -11,6 +11,7 @@ from dit_translate.diffusion.ddim import ddim_invert, ddim_sample, ddim_update, 
 from dit_translate.encoders import ClipEncoder, DinoEncoder, build_random_clip, build_random_dino
 from dit_translate.methods.agg import agg, agg_phases, guided_update, predict_eps, refine_bias
 from dit_translate.methods.losses import image_guidance, text_guidance
+from dit_translate.presets import load_preset
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 TEXT = "a comic drawing of an astronaut"
@@ -190,7 +191,7 @@ def test_guide_cli_runs_end_to_end_on_a_real_photo(tmp_path, random_sd_folder, c
     cfg = 2 if mode[0] == "--text" else 1  # text mode conditions the U-Net on the text with CFG
     assert payload["nfe"] == payload["baseline"]["nfe"] == 6 + cfg * 6
     w, h = payload["size"]
-    assert Image.open(out).size == (w, h) and w == 64
+    assert Image.open(out).size == (w, h) and w == load_preset("tiny").size  # the working size (longer side)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from dit_translate.cli import main
+from dit_translate.presets import load_preset
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def test_edit_json_and_output(tmp_path, photo_file, random_sd_folder, capsys):
     assert payload["method"] == "correct-released" and payload["nfe"] == 2 * 3 + 1
     assert payload["device"] == "cpu" and 0 <= payload["metrics"]["ssim_to_source"] <= 1
     w, h = payload["size"]
-    # tiny working size (long side 64); the aspect ratio kept up to rounding to the VAE factor (4)
-    assert Image.open(out).size == (w, h) and w == 64 and h % 4 == 0 and abs(h - 64 * 300 / 451) <= 2
+    side = load_preset("tiny").size  # the working size (longer side); the aspect ratio kept up to the VAE factor (4)
+    assert Image.open(out).size == (w, h) and w == side and h % 4 == 0 and abs(h - side * 300 / 451) <= 2
 
 
 @pytest.mark.parametrize(

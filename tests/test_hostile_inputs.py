@@ -573,7 +573,8 @@ def test_cli_process_long_prompt_works_and_leaves_no_temp_files(tmp_path, clean_
     from dit_translate.store import ModelStore
 
     multiple = ModelStore().get("tiny").models.size_multiple  # the VAE factor: 4 for the tiny world
-    assert Image.open(out).size == to_working_size(load_image(_photo_file(tmp_path)), 64, multiple).size
+    expected = to_working_size(load_image(_photo_file(tmp_path)), load_preset("tiny").size, multiple).size
+    assert Image.open(out).size == expected
 
 
 # --------------------------------------------------------------------------- app handlers (in-process)

@@ -45,6 +45,18 @@ def test_translate_json_and_output(trained, ab_data, tmp_path, capsys):
     assert "pix2pix:" in capsys.readouterr().out
 
 
+def test_translation_fits_images_to_the_presets_working_size(tmp_path, tiny_clip, ab_data, capsys):
+    config = write_preset(tmp_path / "wide.toml", tiny_clip, defaults={"size": 48})  # trains at size 32
+    assert main(["train", "--config", str(config), "--data", str(ab_data), "--out", str(tmp_path / "dit"),
+                 "--max-steps", "1"]) == 0
+    assert json.loads((tmp_path / "dit" / "paired.json").read_text())["defaults"]["size"] == 48
+    out = tmp_path / "o.png"
+    assert main(["translate", "--image", str(ab_data / "p0.png"), "--checkpoint", str(tmp_path / "dit"),
+                 "--steps", "2", "--out", str(out), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert payload["size"] == [48, 24] and Image.open(out).size == (48, 24)  # 64x32 source, longer side 48
+
+
 def test_eval_compares_the_dit_with_the_gan(trained, ab_data, tmp_path, capsys):
     code = main(["eval", "--checkpoint", str(trained / "dit"), "--checkpoint", str(trained / "gan"),
                  "--data", str(ab_data), "--split", "all", "--limit", "4", "--steps", "2", "--out", str(tmp_path),
@@ -72,7 +84,7 @@ def test_translate_tiny_dit_falls_back_to_a_labelled_untrained_model(tmp_path, a
                  "--steps", "2", "--out", str(out), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out.strip().splitlines()[-1])["untrained"] is True
-    assert "UNTRAINED random model" in captured.err and Image.open(out).size == (64, 32)
+    assert "UNTRAINED random model" in captured.err and Image.open(out).size == (96, 48)  # the preset's working size
     assert len(list((tmp_path / "cache").glob("tiny-dit-untrained-*/paired.json"))) == 1
 
 

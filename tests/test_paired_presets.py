@@ -36,7 +36,7 @@ def test_local_encoder_paths_resolve_against_the_preset_folder(tmp_path):
     "tables,match",
     [
         ({"dit": {"size": "M"}}, r"\[dit\] size must be one of"),
-        ({"dit": {"patch": 3}}, r"\[dit\] patch must be one of \(2, 4, 8\)"),
+        ({"dit": {"patch": 3}}, r"\[dit\] patch must be one of \(1, 2, 4, 8\)"),
         ({"dit": {"colour": 1}}, r"unknown \[dit\] field\(s\) \['colour'\]"),
         ({"dit": {"cond_dropout": 1.5}}, r"\[dit\] cond_dropout must be in \[0, 0.99\]"),
         ({"dit": {"source_concat": 1}}, r"\[dit\] source_concat must be a bool"),
@@ -51,6 +51,7 @@ def test_local_encoder_paths_resolve_against_the_preset_folder(tmp_path):
         ({"diffusion": {"beta_end": 1e-5}}, "beta_end must be larger than beta_start"),
         ({"encoders": {"clip": "ViT-L-14"}}, "must be 'arch/pretrained-tag'"),
         ({"encoders": {"clip": "local-dir:"}}, "names no folder"),
+        ({"defaults": {"size": 36}}, r"\[defaults\] size must be 0 or a multiple of 8 in \[32, 2048\]"),
     ],
 )
 def test_bad_paired_fields_are_named_errors(tmp_path, tables, match):
@@ -66,6 +67,7 @@ def test_bad_paired_fields_are_named_errors(tmp_path, tables, match):
         ('name="x"\nkind="dit"\nmodel="org/dit"', "must be a local checkpoint folder"),
         ('name="x"\nkind="dit"\nmodel="./c"\nfallback="random-sd"', r"'fallback' must be one of \('random-dit',\)"),
         ('name="x"\nkind="stable-diffusion"\nmodel="a/b"\n[dit]\nsize="S"', r"table\(s\) \['dit'\] only apply"),
+        ('name="x"\nkind="stable-diffusion"\nmodel="a/b"\n[defaults]\nsize=96', "an editing preset's working size is"),
     ],
 )
 def test_bad_paired_presets(tmp_path, body, match):

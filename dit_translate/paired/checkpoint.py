@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dit_translate.paired.config import PairedSpec, is_local_ref, parse_paired
-from dit_translate.presets import LOCAL_DIR
+from dit_translate.presets import LOCAL_DIR, Preset
 
 FORMAT = "dit-translate-paired"
 VERSION = 1
@@ -163,6 +163,13 @@ def copy_local_encoders(spec: PairedSpec, folder: Path, clip_spec: str | None) -
         shutil.copytree(Path(enc.vae) / enc.vae_subfolder, folder / "vae")
     if clip_spec is not None and clip_spec.startswith(LOCAL_DIR) and not (folder / "clip").exists():
         shutil.copytree(Path(clip_spec[len(LOCAL_DIR):]), folder / "clip")
+
+
+def checkpoint_defaults(preset: Preset) -> dict[str, Any]:
+    """The sampling defaults a checkpoint trained from ``preset`` carries: steps, guidance and the
+    working size (longer side) translation fits images to."""
+    d = preset.defaults
+    return {"steps": d.steps, "guidance": d.guidance, "size": d.size or preset.size}
 
 
 def write_checkpoint(

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from dit_translate.diffusion.ddim import Schedule, predict_x0
 from dit_translate.images import save_image, to_pil
 from dit_translate.metrics import load_lpips
-from dit_translate.paired.checkpoint import STATE_FILE, load_state, save_state, write_checkpoint
+from dit_translate.paired.checkpoint import STATE_FILE, checkpoint_defaults, load_state, save_state, write_checkpoint
 from dit_translate.paired.config import PairedSpec
 from dit_translate.paired.data import DataError, PairedDataset, PairSampler
 from dit_translate.paired.dit import PairedDiT
@@ -283,8 +283,7 @@ def train(
                                           "recipe": recipe.state_dict()})
             with recipe.exported() as net:
                 write_checkpoint(out, kind=kind, net=net, spec=spec, image_size=preset.size, step=step,
-                                 preset=preset.name, defaults={"steps": preset.defaults.steps,
-                                                               "guidance": preset.defaults.guidance},
+                                 preset=preset.name, defaults=checkpoint_defaults(preset),
                                  **recipe.checkpoint_kwargs())
         accelerator.wait_for_everyone()
 

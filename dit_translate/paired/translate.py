@@ -28,6 +28,7 @@ from dit_translate.paired.checkpoint import (
     CheckpointError,
     MODEL_DIR,
     SCHEDULER_DIR,
+    checkpoint_defaults,
     read_meta,
     resolve_refs,
     write_checkpoint,
@@ -138,6 +139,11 @@ class PairedModels:
         return next(self.net.parameters()).device
 
     @property
+    def working_size(self) -> int:
+        """The longer side translation fits images to: the checkpoint's ``size`` default, else its training size."""
+        return int(self.defaults.get("size") or self.image_size)
+
+    @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this (VAE factor x patch, or the U-Net's 2 ** depth)."""
         if self.kind == "dit":
@@ -200,7 +206,7 @@ def build_untrained(preset: Preset, root: Path) -> Path:
     tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     write_checkpoint(tmp, kind="dit", net=net, spec=spec, image_size=preset.size, step=0, preset=preset.name,
-                     defaults={"steps": preset.defaults.steps, "guidance": preset.defaults.guidance},
+                     defaults=checkpoint_defaults(preset),
                      untrained=True, scheduler=make_scheduler(spec.diffusion), clip_spec=encoders.clip_spec,
                      clip_untrained=encoders.clip_untrained)
     try:

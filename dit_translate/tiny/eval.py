@@ -404,13 +404,15 @@ def clip_scores(clip, images: torch.Tensor, text: str) -> torch.Tensor:
         return (clip.embed_image(images.to(clip.device)) @ clip.embed_text([text]).T)[:, 0].cpu()
 
 
-def _photo_images(size: int = 64) -> list[Image.Image]:
-    return [Image.fromarray(img) for img in example_inputs(size).values()]
+def _photo_images(store, preset: str) -> list[Image.Image]:
+    """The held-out photos' centre crops at ``preset``'s working size."""
+    return [Image.fromarray(img) for img in example_inputs(store.get(preset).preset.size).values()]
 
 
 def editing_comparison(store=None, prompt: str = "a comic drawing", strengths: tuple[float, ...] = (0.5, 0.7),
                        seeds: tuple[int, ...] = (0, 1, 2), preset: str = "tiny") -> dict[str, dict[str, dict[str, float]]]:
-    """SDEdit vs the released correction on the held-out photos (centre crops), per strength: mean SSIM
+    """SDEdit vs the released correction on the held-out photos (centre crops at the preset's working size,
+    with its layer map), per strength: mean SSIM
     to the source and mean CLIP score to ``prompt`` under the preset's first guidance CLIP, over ``seeds``.
 
     Returns ``{"0.5": {"sdedit": {"ssim", "clip"}, "correct": {...}}, ...}``.
@@ -425,7 +427,7 @@ def editing_comparison(store=None, prompt: str = "a comic drawing", strengths: t
         row = {}
         for method in ("sdedit", "correct"):
             results = [edit(EditRequest(method, prompt, strength=strength, seed=seed), photo, preset=preset, store=store)
-                       for photo in _photo_images() for seed in seeds]
+                       for photo in _photo_images(store, preset) for seed in seeds]
             images = torch.cat([r.image.cpu() for r in results])
             row[method] = {"ssim": float(np.mean([r.metrics["ssim_to_source"] for r in results])),
                            "clip": float(clip_scores(clip, images, prompt).mean())}
@@ -443,7 +445,7 @@ def agg_comparison(store=None, text: str = "a comic drawing", seeds: tuple[int, 
     store = store or default_store()
     clip = store.guidance(preset).clips()[0]
     results = [guide(GuideRequest(text=text, seed=seed), photo, preset=preset, store=store)
-               for photo in _photo_images() for seed in seeds]
+               for photo in _photo_images(store, preset) for seed in seeds]
     out = {}
     for name, rs in (("agg", results), ("ddim", [r.extras["ddim"] for r in results])):
         images = torch.cat([r.image.cpu() for r in rs])
