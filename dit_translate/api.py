@@ -7,7 +7,7 @@ defaults and layer maps, run, and score the result against the source.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
 from dit_translate.runtime import make_generator
-from dit_translate.store import Loaded, ModelStore, default_store
+from dit_translate.store import Loaded, MissingWeightsError, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
 
@@ -184,7 +184,8 @@ def translate(
     """Paired translation of ``image`` (DiT or pix2pix) with the ``checkpoint`` folder, else ``preset``'s.
 
     The image is fitted to the checkpoint's size (longer side, aspect kept); ``None`` knobs take the
-    checkpoint's defaults. Adds ``ssim_to_source`` to the metrics and whether the weights are untrained.
+    checkpoint's defaults. Adds ``ssim_to_source`` to the metrics, for a DiT also ``clip_to_source``
+    (``metrics.clip_image_similarity`` with the checkpoint's own CLIP), and whether the weights are untrained.
     """
     from dit_translate.paired.translate import translate as translate_paired
 
@@ -194,6 +195,48 @@ def translate(
     source = images.to_tensor(images.to_working_size(img, models.image_size, models.size_multiple))
     result = translate_paired(models, source, steps=steps, guidance=guidance, seed=seed, progress=progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
+    if models.clip is not None:  # the DiT's own CLIP (pix2pix has none)
+        result.metrics["clip_to_source"] = metrics.clip_image_similarity(
+            result.image.to(models.device), source.to(models.device), models.clip.embed_image)
     result.extras.update(preset=models.name, untrained=loaded.untrained, clip_untrained=models.clip_untrained,
                          source=source)
     return result
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """CLIP scores of some outputs (see ``clip_scores``); ``model`` is None when no CLIP could be loaded."""
+
+    model: str | None
+    untrained: bool = False
+    text: tuple[float, ...] = ()
+    direction: tuple[float, ...] | None = None
+    missing: str = ""
+
+
+def clip_scores(
+    images: Sequence[torch.Tensor],
+    text: str,
+    source: torch.Tensor,
+    *,
+    source_text: str | None = None,
+    preset: str = "tiny",
+    store: ModelStore | None = None,
+) -> ClipScores:
+    """Score outputs (each (1, 3, H, W) in [-1, 1], one size) with the first CLIP of ``preset``'s guidance.
+
+    ``text``: ``metrics.clip_text_score`` of each image against ``text``; with ``source_text`` also
+    ``metrics.clip_direction_score`` against ``source`` (1, 3, H, W). A preset whose CLIP cannot be
+    loaded (no [guidance] clip, weights missing offline) gives ``ClipScores(None, missing=reason)``.
+    """
+    try:
+        guidance = (store or default_store()).guidance(preset)
+        clip = guidance.clips()[0]
+    except (ValueError, MissingWeightsError) as e:
+        return ClipScores(None, missing=str(e))
+    batch = torch.cat(list(images)).float().to(clip.device)
+    direction = None
+    if source_text:
+        direction = tuple(metrics.clip_direction_score(batch, source.float().to(clip.device), text, source_text, clip))
+    return ClipScores(clip.name, clip.name in guidance.untrained, tuple(metrics.clip_text_score(batch, text, clip)),
+                      direction)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 
@@ -53,3 +54,22 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
 def hub_offline() -> bool:
     """True when the Hugging Face Hub must not be contacted (``HF_HUB_OFFLINE`` set to a true value)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+OUT_OF_MEMORY_PHRASES = ("out of memory", "can't allocate memory")
+"""How torch words allocation failures: CUDA/MPS "... out of memory", the CPU allocator "can't allocate memory"."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an allocation failure: ``torch.OutOfMemoryError``, ``MemoryError``, or a RuntimeError worded
+    as in ``OUT_OF_MEMORY_PHRASES``."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(p in str(error).lower() for p in OUT_OF_MEMORY_PHRASES)
+
+
+def free_memory() -> None:
+    """Collect garbage and return cached accelerator memory (after freeing models or an out-of-memory error)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

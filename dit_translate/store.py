@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.presets import GuidanceSpec, Preset, load_preset
-from dit_translate.runtime import hub_offline, pick_device, pick_dtype
+from dit_translate.runtime import free_memory, hub_offline, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from dit_translate.encoders import Guidance
@@ -259,11 +257,22 @@ class ModelStore:
             self._paired = (key, LoadedPaired(p, models, folder, untrained or models.untrained))
             return self._paired[1]
 
+    def loaded(self) -> dict[str, str]:
+        """What is in memory now: ``{"editing": preset, "guidance": preset, "paired": preset or folder}``."""
+        with self._lock:
+            out = {}
+            if self._current is not None:
+                out["editing"] = self._current[0][0]
+            if self._guidance is not None:
+                out["guidance"] = self._guidance[0][0]
+            if self._paired is not None:
+                kind, name = self._paired[0]
+                out["paired"] = name if kind == "checkpoint" else kind
+            return out
+
     def _free(self) -> None:
         self._current = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
 
 
 _default: ModelStore | None = None
