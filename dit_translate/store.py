@@ -137,7 +137,7 @@ def resolve_folder(preset: Preset) -> tuple[Path, bool]:
         if _is_model_folder(path):
             return path, False
         if preset.fallback == "random-sd":
-            return _untrained_folder(), True
+            return untrained_sd_folder(), True
         raise MissingWeightsError(
             f"preset {preset.name!r}: model folder {path} does not exist or holds no model "
             f"(no model_index.json/config.json); check the preset's 'model' field or pass --model"
@@ -162,8 +162,9 @@ def resolve_folder(preset: Preset) -> tuple[Path, bool]:
         ) from None
 
 
-def _untrained_folder() -> Path:
-    """A random SD-layout pipeline built once per machine (the ``tiny`` fallback before training)."""
+def untrained_sd_folder() -> Path:
+    """A random SD-layout pipeline built once per machine (the ``tiny`` fallback before training; its VAE
+    also stands in for a ``random-dit`` preset's missing local VAE)."""
     from dit_translate.tiny.random_sd import build_random_sd
 
     folder = UNTRAINED_CACHE / "tiny-untrained"

@@ -7,6 +7,7 @@ DDIM runs through ``dit_translate.diffusion.ddim`` (the project's one DDIM imple
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from dit_translate.paired.checkpoint import (
 )
 from dit_translate.paired.config import DiffusionSpec, PairedSpec
 from dit_translate.paired.dit import PairedDiT
-from dit_translate.paired.encoders import LatentCodec, load_clip_tower, load_dit_encoders, load_vae
+from dit_translate.paired.encoders import LatentCodec, fallback_encoders, load_clip_tower, load_dit_encoders, load_vae
 from dit_translate.paired.pix2pix import UNetGenerator
 from dit_translate.presets import Preset
 
@@ -180,6 +181,7 @@ def build_untrained(preset: Preset, root: Path) -> Path:
     if (folder / META_FILE).is_file():
         return folder
     log.warning("preset %r has no trained checkpoint: building an UNTRAINED random DiT at %s", preset.name, folder)
+    spec = dataclasses.replace(spec, encoders=fallback_encoders(spec.encoders, preset))
     encoders = load_dit_encoders(spec.encoders, preset)
     with torch.random.fork_rng():
         torch.manual_seed(0)
