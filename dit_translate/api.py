@@ -3,13 +3,19 @@
 Methods themselves (``dit_translate.methods``) take loaded models and tensors; this module does the
 rest once: load and validate the image, fit it to the preset's working size, pick the preset's
 defaults and layer maps, run, and score the result against the source.
+
+Each call holds its model bundle's ``lock`` while it runs (requests from several threads take turns
+on a shared model), and running out of memory (``torch.OutOfMemoryError``, the CPU allocator's
+"can't allocate memory", ``MemoryError``) becomes a ``MemoryExhaustedError`` that says what to
+reduce, after the failed request's tensors are released: the process keeps serving.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -25,9 +31,43 @@ from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
 from dit_translate.runtime import make_generator
-from dit_translate.store import Loaded, ModelStore, default_store
+from dit_translate.store import Loaded, LoadedPaired, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+"""Lower-case fragments of the messages torch's allocators raise when memory runs out (CUDA, MPS, CPU)."""
+T = TypeVar("T")
+
+
+class MemoryExhaustedError(RuntimeError):
+    """A request needed more memory than the device had; the message names the request and what to reduce."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocator running out of memory."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MARKERS)
+
+
+def _within_memory(what: str, run: Callable[[], T]) -> T:
+    """``run()``, with running out of memory turned into a ``MemoryExhaustedError`` about ``what``.
+
+    The error is raised after the handler has exited, so the failed run's frames and tensors are
+    already released (and the CUDA cache emptied) when the caller sees it.
+    """
+    try:
+        return run()
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    raise MemoryExhaustedError(
+        f"not enough memory for {what} ({reason}); try fewer steps, a smaller image or a smaller preset"
+    )
 
 
 @dataclass(frozen=True)
@@ -67,8 +107,21 @@ def edit(
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise ValueError("a prompt is required: describe the target, e.g. 'a comic drawing'")
     img = images.load_image(image)  # a bad image fails before any model is loaded
-    loaded = (store or default_store()).get(preset, model)
-    source = prepare_source(img, loaded)
+    return _within_memory(f"{request.method} with preset {preset!r}",
+                          lambda: _edit(request, img, (store or default_store()).get(preset, model), progress))
+
+
+def _edit(request: EditRequest, img: Image.Image, loaded: Loaded, progress: Progress | None) -> TranslationResult:
+    with loaded.models.lock:
+        source = prepare_source(img, loaded)
+        result = _run_edit(request, loaded, source, progress)
+    result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
+    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source)
+    return result
+
+
+def _run_edit(request: EditRequest, loaded: Loaded, source: torch.Tensor,
+              progress: Progress | None) -> TranslationResult:
     d = loaded.preset.defaults
     common = dict(
         steps=request.steps or d.steps,
@@ -76,7 +129,7 @@ def edit(
         progress=progress,
     )
     if request.method == "pnp":
-        result = pnp(
+        return pnp(
             loaded.models, source, request.prompt,
             inversion_steps=request.inversion_steps or d.pnp_inversion_steps,
             negative_prompt=PNP_NEGATIVE if request.negative_prompt is None else request.negative_prompt,
@@ -84,21 +137,16 @@ def edit(
             features=loaded.preset.features("pnp", PNP_FEATURES),
             **common,
         )
-    else:
-        kwargs = dict(
-            common,
-            strength=d.strength if request.strength is None else request.strength,
-            negative_prompt=d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
-            seed=request.seed,
-        )
-        if request.method == "sdedit":
-            result = sdedit(loaded.models, source, request.prompt, **kwargs)
-        else:
-            features = loaded.preset.features("correction", CORRECTION_FEATURES)
-            result = correct(loaded.models, source, request.prompt, variant=request.variant, features=features, **kwargs)
-    result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
-    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source)
-    return result
+    kwargs = dict(
+        common,
+        strength=d.strength if request.strength is None else request.strength,
+        negative_prompt=d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
+        seed=request.seed,
+    )
+    if request.method == "sdedit":
+        return sdedit(loaded.models, source, request.prompt, **kwargs)
+    features = loaded.preset.features("correction", CORRECTION_FEATURES)
+    return correct(loaded.models, source, request.prompt, variant=request.variant, features=features, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -142,27 +190,35 @@ def guide(
         raise ValueError("a source text only applies to text guidance: give a target text too")
     img = images.load_image(image)  # bad images fail before any model is loaded
     style_img = None if request.style_image is None else images.load_image(request.style_image)
-    store = store or default_store()
+    return _within_memory(f"AGG with preset {preset!r}", lambda: _guide(
+        request, text, img, style_img, store or default_store(), preset, model, progress, options))
+
+
+def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.Image | None, store: ModelStore,
+           preset: str, model: str | None, progress: Progress | None, options: Mapping[str, Any] | None,
+           ) -> TranslationResult:
     loaded = store.get(preset, model)
     guidance_models = store.guidance(loaded.preset)
-    source = prepare_source(img, loaded)
-    d = loaded.preset.defaults
-    if text:
-        style = losses.text_guidance(guidance_models.clips(), text, source, request.source_text)
-        prompt, cfg = text, d.guidance if request.guidance is None else request.guidance
-    else:
-        h, w = source.shape[-2:]
-        style = losses.image_guidance(guidance_models.dino(), images.to_tensor(images.resize_to(style_img, (w, h))))
-        prompt, cfg = "", 1.0
-    kwargs = dict(prompt=prompt, guidance=cfg, steps=request.steps or d.steps, seed=request.seed, progress=progress,
-                  **(options or {}))
-    baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
-    result = agg(loaded.models, source, style, **kwargs)
-    for name, r in (("ddim", baseline), ("agg", result)):
-        with torch.no_grad():
-            loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(request.seed))
-        r.metrics["ssim_to_source"] = metrics.ssim(r.image, source)
-        result.metrics[f"guidance_loss_{name}"] = float(loss)
+    with loaded.models.lock:
+        source = prepare_source(img, loaded)
+        d = loaded.preset.defaults
+        if text:
+            style = losses.text_guidance(guidance_models.clips(), text, source, request.source_text)
+            prompt, cfg = text, d.guidance if request.guidance is None else request.guidance
+        else:
+            h, w = source.shape[-2:]
+            style = losses.image_guidance(guidance_models.dino(),
+                                          images.to_tensor(images.resize_to(style_img, (w, h))))
+            prompt, cfg = "", 1.0
+        kwargs = dict(prompt=prompt, guidance=cfg, steps=request.steps or d.steps, seed=request.seed,
+                      progress=progress, **(options or {}))
+        baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
+        result = agg(loaded.models, source, style, **kwargs)
+        for name, r in (("ddim", baseline), ("agg", result)):
+            with torch.no_grad():
+                loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(request.seed))
+            r.metrics["ssim_to_source"] = metrics.ssim(r.image, source)
+            result.metrics[f"guidance_loss_{name}"] = float(loss)
     result.metrics["ssim_to_source_ddim"] = baseline.metrics["ssim_to_source"]
     result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained,
                          untrained_guidance=sorted(guidance_models.untrained), source=source, ddim=baseline,
@@ -186,10 +242,16 @@ def translate(
     The image is fitted to the checkpoint's size (longer side, aspect kept); ``None`` knobs take the
     checkpoint's defaults. Adds ``ssim_to_source`` to the metrics and whether the weights are untrained.
     """
+    img = images.load_image(image)  # a bad image fails before any model is loaded
+    what = f"checkpoint {checkpoint}" if checkpoint else f"preset {preset!r}"
+    return _within_memory(f"paired translation with {what}", lambda: _translate(
+        img, (store or default_store()).get_paired(preset, checkpoint), steps, guidance, seed, progress))
+
+
+def _translate(img: Image.Image, loaded: LoadedPaired, steps: int | None, guidance: float | None, seed: int,
+               progress: Progress | None) -> TranslationResult:
     from dit_translate.paired.translate import translate as translate_paired
 
-    img = images.load_image(image)  # a bad image fails before any model is loaded
-    loaded = (store or default_store()).get_paired(preset, checkpoint)
     models = loaded.models
     source = images.to_tensor(images.to_working_size(img, models.image_size, models.size_multiple))
     result = translate_paired(models, source, steps=steps, guidance=guidance, seed=seed, progress=progress)
