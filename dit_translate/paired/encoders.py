@@ -21,7 +21,7 @@ from torch import nn
 from dit_translate.encoders import ClipEncoder, build_random_clip, load_clip
 from dit_translate.paired.config import EncoderSpec
 from dit_translate.presets import LOCAL_DIR, GuidanceSpec, Preset
-from dit_translate.store import UNTRAINED_CACHE, MissingWeightsError, untrained_sd_folder
+from dit_translate.store import UNTRAINED_CACHE, MissingWeightsError, naming_bad_weights, untrained_sd_folder
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ def load_vae(ref: str, subfolder: str = "") -> nn.Module | None:
     from diffusers import AutoencoderKL
 
     where = f"{ref}/{subfolder}" if subfolder else ref
-    if _is_local(ref) and not (Path(ref) / subfolder / "config.json").is_file():
-        raise MissingWeightsError(f"VAE folder {where} is missing or has no config.json")
+    if _is_local(ref):
+        if not (Path(ref) / subfolder / "config.json").is_file():
+            raise MissingWeightsError(f"VAE folder {where} is missing or has no config.json")
+        with naming_bad_weights("the VAE", Path(ref) / subfolder):
+            return AutoencoderKL.from_pretrained(ref, subfolder=subfolder or None, use_safetensors=True)
     try:
         return AutoencoderKL.from_pretrained(ref, subfolder=subfolder or None, use_safetensors=True)
     except (OSError, ValueError) as e:
