@@ -30,24 +30,11 @@ from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
-from dit_translate.runtime import make_generator
+from dit_translate.runtime import MemoryExhaustedError, is_out_of_memory, make_generator
 from dit_translate.store import Loaded, LoadedPaired, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
-OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
-"""Lower-case fragments of the messages torch's allocators raise when memory runs out (CUDA, MPS, CPU)."""
 T = TypeVar("T")
-
-
-class MemoryExhaustedError(RuntimeError):
-    """A request needed more memory than the device had; the message names the request and what to reduce."""
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocator running out of memory."""
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MARKERS)
 
 
 def _within_memory(what: str, run: Callable[[], T]) -> T:

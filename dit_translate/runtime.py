@@ -38,6 +38,23 @@ def pick_dtype(device: torch.device, prefer: str | None = None) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+"""Lower-case fragments of the messages torch's allocators raise when memory runs out (CUDA, MPS, CPU)."""
+
+
+class MemoryExhaustedError(RuntimeError):
+    """A request needed more memory than the device had; the message names the request and what to reduce
+    (raised by ``api``, which has released the failed run's memory: the process keeps serving)."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocator running out of memory (``torch.OutOfMemoryError``, ``MemoryError``,
+    or a ``RuntimeError`` with an allocator's out-of-memory message)."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MARKERS)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) for reproducible runs."""
     random.seed(seed)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError
 
 from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.presets import GuidanceSpec, Preset, load_preset
-from dit_translate.runtime import hub_offline, pick_device, pick_dtype
+from dit_translate.runtime import hub_offline, is_out_of_memory, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from dit_translate.encoders import Guidance
@@ -40,6 +43,50 @@ UNTRAINED_CACHE = Path.home() / ".cache" / "dit-translate"
 
 class MissingWeightsError(RuntimeError):
     """A preset's weights are neither on disk nor downloadable here."""
+
+
+class CorruptWeightsError(MissingWeightsError):
+    """Weights on disk that cannot be loaded (a truncated or corrupt safetensors file, or files that do not
+    match their config); the message names the file or folder. A ``MissingWeightsError`` too: the weights
+    are not usable here, and the CLI and the app report both the same way."""
+
+
+def unreadable_weights(folder: Path) -> tuple[Path, str] | None:
+    """The first ``*.safetensors`` file under ``folder`` whose header or length is invalid, and why.
+
+    Reads headers only. A safetensors file carries no checksum: flipped bytes inside a tensor's data
+    load without error and cannot be detected here.
+    """
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for every defect
+            return path, str(e)
+    return None
+
+
+@contextmanager
+def naming_bad_weights(what: str, folder: str | Path) -> Iterator[None]:
+    """Turn a failure to load ``what`` from ``folder`` into one ``CorruptWeightsError`` naming the bad file.
+
+    Out-of-memory errors and ``MissingWeightsError`` pass through unchanged.
+    """
+    try:
+        yield
+    except MissingWeightsError:
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        if is_out_of_memory(e):
+            raise
+        bad = unreadable_weights(Path(folder))
+        if bad is not None:
+            detail = f"the weights file {bad[0]} is truncated or corrupt ({bad[1]})"
+        else:
+            detail = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+        raise CorruptWeightsError(f"cannot load {what} from {folder}: {detail}; restore or re-download it") from e
 
 
 @dataclass(frozen=True)
@@ -218,7 +265,9 @@ class ModelStore:
                 return self._current[1]
             self._free()
             folder, untrained = resolve_folder(p)
-            models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype, name=p.name)
+            with naming_bad_weights(f"preset {p.name!r}", folder):
+                models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
+                                                              name=p.name)
             loaded = Loaded(p, models, folder, untrained)
             self._current = (key, loaded)
             return loaded
@@ -256,7 +305,8 @@ class ModelStore:
             self._paired = None
             gc.collect()
             folder, untrained = (Path(key[1]), False) if p is None else resolve_paired_folder(p)
-            models = load_paired(folder, self.device, self.dtype)
+            with naming_bad_weights("the paired checkpoint" if p is None else f"preset {p.name!r}", folder):
+                models = load_paired(folder, self.device, self.dtype)
             self._paired = (key, LoadedPaired(p, models, folder, untrained or models.untrained))
             return self._paired[1]
 
