@@ -1,7 +1,7 @@
 """Load benchmark of the app: concurrent gradio_client clients across /edit, /guide and /translate.
 
     python benchmarks/load.py [--out benchmarks/results] [--clients 6] [--requests 200] [--burst 40]
-                              [--timeout 300] [--max-minutes 9] [--rss-bound-mb 128]
+                              [--timeout 300] [--max-minutes 9] [--rss-bound-mb 128] [--name load]
 
 Launches ``app.build_demo()`` in-process on 127.0.0.1 with the tiny presets and the queue settings of
 ``app.main`` (``max_size=16``, ``default_concurrency_limit=1``; each endpoint's own limits are read
@@ -13,7 +13,8 @@ from the app), then runs three phases with ``dit_translate.loadtest``:
 3. burst: ``--burst`` requests submitted at once, more than the app runs plus queues, so the queue
    fills and the rest must be refused at once with gradio's queue-full message, none hanging;
 
-and finally one more request, which must be answered. Writes load.json, load.md and load.png.
+and finally one more request, which must be answered. Writes load.json, load.md and load.png
+(``--name`` changes the stem, e.g. for a run under ``MALLOC_ARENA_MAX=2``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def run(clients: int, requests: int, burst: int, timeout: float, max_minutes: fl
                    "then images, then seeds",
             "rss": "resident set size of the whole process (app server and client threads), psutil; warm and "
                    "after-requests values after gc + malloc_trim",
+            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         },
         "warmup": {"calls": len(distinct), "seconds": warmup_seconds},
         "sustained": {**loadtest.summarize(sustained, sustained_seconds), "max_queue": sustained_queue.max_size,
@@ -132,7 +134,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"App launched in-process on 127.0.0.1 with the tiny presets; queue max_size {c['queue_max_size']}; "
         f"concurrency limits {limits}. Requests: {c['mix']}; steps {c['steps']}; images {', '.join(c['images'])}; "
         f"seeds {c['seeds']}. Every call has a {c['timeout_s']:g} s timeout; every answer is compared pixel for "
-        "pixel with the same request's solo answer. RSS: " + c["rss"] + ".",
+        "pixel with the same request's solo answer. RSS: " + c["rss"] + "; MALLOC_ARENA_MAX="
+        + str(c.get("malloc_arena_max") or "unset (glibc default: 8 arenas per core)") + ".",
         "",
         f"Warm-up: {report['warmup']['calls']} solo requests in {report['warmup']['seconds']:.1f} s "
         "(includes loading every model).",
@@ -161,8 +164,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Memory: RSS {m['warm_mb']:.0f} MB when warm, {m['after_mb']:.0f} MB after {m['requests_after_warmup']} "
         f"more requests: growth {m['growth_mb']:+.0f} MB against a bound of {m['bound_mb']:g} MB "
-        f"({'within' if m['within_bound'] else 'EXCEEDS'} the bound); slope over the last half "
-        f"{_ms(m['slope_mb_per_100_requests_last_half'])} MB per 100 requests.",
+        f"({'within' if m['within_bound'] else 'EXCEEDS'} the bound). Untrimmed RSS after the last answer: "
+        f"{s['rows'][-1]['rss_mb']:.0f} MB, rising {_ms(m['slope_mb_per_100_requests_last_half'])} MB per 100 "
+        "requests over the last half.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -190,7 +194,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     mem.plot(np.arange(1, len(rows) + 1), [r["rss_mb"] for r in rows], lw=1, label="RSS after each answer (no trim)")
     mem.axhline(m["warm_mb"], color="grey", linestyle="--", label=f"warm {m['warm_mb']:.0f} MB")
     mem.axhline(m["warm_mb"] + m["bound_mb"], color="red", linestyle=":", label=f"bound +{m['bound_mb']:g} MB")
-    mem.set(xlabel="answered requests after warm-up", ylabel="MB", title="Resident memory")
+    mem.scatter([len(rows)], [m["after_mb"]], color="black", zorder=3,
+                label=f"after {m['requests_after_warmup']}, trimmed: {m['after_mb']:.0f} MB")
+    mem.set(xlabel="answered requests after warm-up", ylabel="MB",
+            title="Resident memory (warm and after: gc + malloc_trim)")
     mem.legend(fontsize=8)
     samples = report["burst"]["queue_samples"]
     queue.step([t for t, _ in samples], [n for _, n in samples], where="post", label="waiting events")
@@ -202,10 +209,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write load.json, load.md and load.png into ``out``; return their paths."""
+def write_report(report: dict[str, Any], out: Path, name: str = "load") -> dict[str, Path]:
+    """Write ``name``.json, .md and .png into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out / f"load.{ext}" for ext in ("json", "md", "png")}
+    paths = {ext: out / f"{name}.{ext}" for ext in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
     paths["md"].write_text(markdown(report))
     plot(report, paths["png"])
@@ -221,9 +228,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a call may take before it counts as hung")
     parser.add_argument("--max-minutes", type=float, default=9.0, help="no sustained request starts after this")
     parser.add_argument("--rss-bound-mb", type=float, default=128.0, help="allowed RSS growth after warm-up")
+    parser.add_argument("--name", default="load", help="file name stem of the results (default: load)")
     args = parser.parse_args()
     report = run(args.clients, args.requests, args.burst, args.timeout, args.max_minutes, args.rss_bound_mb)
-    paths = write_report(report, args.out)
+    paths = write_report(report, args.out, args.name)
     print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
 

@@ -6,8 +6,9 @@ Each answer is checked against an oracle: the images the same request returns wh
 (``solo_references``), compared pixel for pixel.
 
 Outcomes: ``ok`` (answer equals the solo answer), ``wrong`` (an answer that differs from it),
-``refused`` (the queue was full: gradio_client's ``QueueError``), ``error`` (any other error) and
-``timeout`` (no answer within the timeout; the job is then cancelled).
+``refused`` (the queue was full: gradio_client's ``QueueError``), ``error`` (any other error, also an
+answer whose images cannot be read) and ``timeout`` (no answer within the timeout; the job is then
+cancelled).
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ def wait(pending: Pending, timeout: float, reference: Answer | None = None) -> O
         return Outcome(call, "refused", pending.seconds(), str(e))
     except Exception as e:  # noqa: BLE001 - any other failure is an outcome to report
         return Outcome(call, "error", pending.seconds(), f"{type(e).__name__}: {e}")
-    answer = read_answer(call.endpoint, output)
+    try:
+        answer = read_answer(call.endpoint, output)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:  # an empty or cut download, a bad shape
+        return Outcome(call, "error", pending.seconds(), f"unreadable answer: {type(e).__name__}: {e}")
     if reference is not None and answer != reference:
         return Outcome(call, "wrong", pending.seconds(), f"answer differs from the solo answer ({answer.sizes} vs "
                                                          f"{reference.sizes})", answer)
