@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import torch
@@ -23,14 +23,14 @@ from PIL import Image
 from dit_translate import images, metrics
 from dit_translate.methods import losses
 from dit_translate.methods.agg import agg
-from dit_translate.methods.common import Progress, TranslationResult
+from dit_translate.methods.common import Progress, TranslationResult, check_int
 from dit_translate.methods.correction import DEFAULT_FEATURES as CORRECTION_FEATURES
 from dit_translate.methods.correction import VARIANTS, correct
 from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
-from dit_translate.runtime import MemoryExhaustedError, is_out_of_memory, make_generator
+from dit_translate.runtime import SEED_MAX, MemoryExhaustedError, is_out_of_memory, make_generator
 from dit_translate.store import Loaded, LoadedPaired, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
@@ -72,6 +72,22 @@ class EditRequest:
     inversion_steps: int | None = None
 
 
+def _whole_knobs(**knobs: object) -> dict[str, int | None]:
+    """Validate the integer knobs given before any model loads: ``seed`` in [0, SEED_MAX], the others (step
+    counts) at least 1; ``None`` stays ``None`` (the preset's default)."""
+    return {name: None if value is None else check_int(name, value, *((0, SEED_MAX) if name == "seed" else (1,)))
+            for name, value in knobs.items()}
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _check_text(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+
+
 def prepare_source(img: Image.Image, loaded: Loaded) -> torch.Tensor:
     """Fit an RGB image to the preset's working size -> (1, 3, H, W) in [-1, 1]."""
     return images.to_tensor(images.to_working_size(img, loaded.preset.size, loaded.models.size_multiple))
@@ -93,6 +109,9 @@ def edit(
         raise ValueError(f"unknown correction variant {request.variant!r}; choose one of {', '.join(VARIANTS)}")
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise ValueError("a prompt is required: describe the target, e.g. 'a comic drawing'")
+    _check_text("the negative prompt", request.negative_prompt)
+    request = replace(request, **_whole_knobs(steps=request.steps, inversion_steps=request.inversion_steps,
+                                              seed=request.seed))
     img = images.load_image(image)  # a bad image fails before any model is loaded
     return _within_memory(f"{request.method} with preset {preset!r}",
                           lambda: _edit(request, img, (store or default_store()).get(preset, model), progress))
@@ -111,14 +130,14 @@ def _run_edit(request: EditRequest, loaded: Loaded, source: torch.Tensor,
               progress: Progress | None) -> TranslationResult:
     d = loaded.preset.defaults
     common = dict(
-        steps=request.steps or d.steps,
-        guidance=d.guidance if request.guidance is None else request.guidance,
+        steps=_default(request.steps, d.steps),
+        guidance=_default(request.guidance, d.guidance),
         progress=progress,
     )
     if request.method == "pnp":
         return pnp(
             loaded.models, source, request.prompt,
-            inversion_steps=request.inversion_steps or d.pnp_inversion_steps,
+            inversion_steps=_default(request.inversion_steps, d.pnp_inversion_steps),
             negative_prompt=PNP_NEGATIVE if request.negative_prompt is None else request.negative_prompt,
             strength=1.0 if request.strength is None else request.strength,
             features=loaded.preset.features("pnp", PNP_FEATURES),
@@ -168,13 +187,16 @@ def guide(
     same augmentations) and ``ssim_to_source`` / ``ssim_to_source_ddim``. ``options`` are further
     ``methods.agg.agg`` keyword arguments (windows, etas, loss weights, ablation switches).
     """
-    text = request.text.strip() if isinstance(request.text, str) else ""
+    _check_text("the target text", request.text)
+    _check_text("the source text", request.source_text)
+    text = (request.text or "").strip()
     if not text and request.style_image is None:
         raise ValueError("AGG needs a target: give a target text or a style image")
     if text and request.style_image is not None:
         raise ValueError("give either a target text or a style image, not both")
     if request.source_text and not text:
         raise ValueError("a source text only applies to text guidance: give a target text too")
+    request = replace(request, **_whole_knobs(steps=request.steps, seed=request.seed))
     img = images.load_image(image)  # bad images fail before any model is loaded
     style_img = None if request.style_image is None else images.load_image(request.style_image)
     return _within_memory(f"AGG with preset {preset!r}", lambda: _guide(
@@ -197,7 +219,7 @@ def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.
             style = losses.image_guidance(guidance_models.dino(),
                                           images.to_tensor(images.resize_to(style_img, (w, h))))
             prompt, cfg = "", 1.0
-        kwargs = dict(prompt=prompt, guidance=cfg, steps=request.steps or d.steps, seed=request.seed,
+        kwargs = dict(prompt=prompt, guidance=cfg, steps=_default(request.steps, d.steps), seed=request.seed,
                       progress=progress, **(options or {}))
         baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
         result = agg(loaded.models, source, style, **kwargs)
@@ -229,14 +251,15 @@ def translate(
     The image is fitted to the checkpoint's size (longer side, aspect kept); ``None`` knobs take the
     checkpoint's defaults. Adds ``ssim_to_source`` to the metrics and whether the weights are untrained.
     """
+    knobs = _whole_knobs(steps=steps, seed=seed)
     img = images.load_image(image)  # a bad image fails before any model is loaded
     what = f"checkpoint {checkpoint}" if checkpoint else f"preset {preset!r}"
     return _within_memory(f"paired translation with {what}", lambda: _translate(
-        img, (store or default_store()).get_paired(preset, checkpoint), steps, guidance, seed, progress))
+        img, (store or default_store()).get_paired(preset, checkpoint), progress, guidance=guidance, **knobs))
 
 
-def _translate(img: Image.Image, loaded: LoadedPaired, steps: int | None, guidance: float | None, seed: int,
-               progress: Progress | None) -> TranslationResult:
+def _translate(img: Image.Image, loaded: LoadedPaired, progress: Progress | None, *, steps: int | None,
+               guidance: float | None, seed: int) -> TranslationResult:
     from dit_translate.paired.translate import translate as translate_paired
 
     models = loaded.models

@@ -12,6 +12,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from dit_translate.files import WriteError
 from dit_translate.images import ImageError
@@ -67,9 +68,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from dit_translate import api
-    from dit_translate.images import save_image, to_pil
+    from dit_translate.images import save_format, save_image, to_pil
     from dit_translate.store import default_store
 
+    save_format(args.out)  # an unwritable format fails before the work, not after
     request = api.EditRequest(
         method=args.method,
         prompt=args.prompt,
@@ -95,15 +97,25 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line on stderr and exit status 2 (``--help`` shows usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dit_translate", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m dit_translate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("presets", help="list presets and whether their weights are available")
@@ -156,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (*USER_ERRORS, PresetError, MissingWeightsError, MemoryExhaustedError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error:", *str(e).split(), file=sys.stderr)  # one line, whatever a library put in the message
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -100,9 +100,19 @@ class ClipEncoder:
 
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> (N, D) unit-norm embeddings."""
+        """Texts -> (N, D) unit-norm embeddings; texts longer than the context are truncated, with a warning."""
+        self._warn_if_truncated(texts)
         tokens = self.tokenizer(list(texts)).to(self.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def _warn_if_truncated(self, texts: Sequence[str]) -> None:
+        """Log one warning when open_clip's BPE tokenizer will cut a text to its context length."""
+        limit, encode = getattr(self.tokenizer, "context_length", None), getattr(self.tokenizer, "encode", None)
+        if limit is None or encode is None:  # tokenizers without a BPE ``encode`` (HF ones) are not inspected
+            return
+        longest = max((len(encode(t)) + 2 for t in texts), default=0)  # + start and end tokens
+        if longest > limit:
+            log.warning("text is %d tokens long; truncated to CLIP %s's %d", longest, self.name, limit)
 
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> (B, D) unit-norm embeddings, differentiable."""
@@ -273,7 +283,7 @@ def load_clip(spec: str, preset: Preset, device: torch.device | str = "cpu") -> 
         folder, untrained = _local(spec, "clip", preset)
         name = LOCAL_DIR + str(folder)
         with naming_bad_weights(f"guidance CLIP of preset {preset.name!r}", folder):
-            model = open_clip.create_model(name, device=device)
+            model = open_clip.create_model(name, device=device, weights_only=True)
         return ClipEncoder.from_model(model, open_clip.get_tokenizer(name), spec), untrained
     repo = _clip_repo(spec)
     arch, _, tag = spec.partition("/")

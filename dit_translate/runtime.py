@@ -62,6 +62,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+SEED_MAX = 2**64 - 1
+"""The largest seed a torch generator takes (seeds are whole numbers in [0, SEED_MAX])."""
+
+
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch generator seeded with ``seed``; CPU generators give the same numbers on every machine."""
     return torch.Generator(device=device).manual_seed(int(seed))

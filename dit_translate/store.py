@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.presets import GuidanceSpec, Preset, load_preset
+from dit_translate.presets import GuidanceSpec, Preset, resolve_preset
 from dit_translate.runtime import hub_offline, is_out_of_memory, pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -177,6 +177,13 @@ def fetch_instructions(preset: Preset) -> str:
     )
 
 
+def _without_safetensors(folder: Path) -> list[str]:
+    """The weight folders of a diffusers model folder (``unet``, ``vae``, ``text_encoder``, or the folder itself
+    for a pixel model) that hold no ``*.safetensors`` file."""
+    parts = [c for c in ("unet", "vae", "text_encoder") if (folder / c).is_dir()] or ["."]
+    return [part for part in parts if not any((folder / part).glob("*.safetensors"))]
+
+
 def resolve_folder(preset: Preset) -> tuple[Path, bool]:
     """The local folder holding ``preset``'s weights, downloading if allowed; and whether it is untrained."""
     if preset.is_local:
@@ -256,7 +263,10 @@ class ModelStore:
 
     def get(self, preset: str | Preset, model: str | None = None) -> Loaded:
         """The models of ``preset`` (name, path or ``Preset``), optionally pointed at another ``model``."""
-        p = load_preset(preset) if isinstance(preset, str) else preset
+        p = resolve_preset(preset)
+        if p.paired is not None:
+            raise ValueError(f"preset {p.name!r} is a paired-translation (dit) preset; use it with translate, "
+                             "not with an editing method")
         if model:
             p = p.with_model(model)
         key = (p.name, p.model)
@@ -265,6 +275,12 @@ class ModelStore:
                 return self._current[1]
             self._free()
             folder, untrained = resolve_folder(p)
+            unsafe = _without_safetensors(folder)
+            if unsafe:
+                raise MissingWeightsError(
+                    f"preset {p.name!r}: {folder} has no safetensors weights in {', '.join(unsafe)}; pickled "
+                    "weights (.bin, .ckpt, .pt) are never loaded: convert them to safetensors"
+                )
             with naming_bad_weights(f"preset {p.name!r}", folder):
                 models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
                                                               name=p.name)
@@ -279,7 +295,7 @@ class ModelStore:
         """
         from dit_translate.encoders import Guidance
 
-        p = load_preset(preset) if isinstance(preset, str) else preset
+        p = resolve_preset(preset)
         key = (p.name, p.guidance)
         with self._lock:
             if self._guidance is None or self._guidance[0] != key:
@@ -295,7 +311,7 @@ class ModelStore:
 
         p = None
         if checkpoint is None:
-            p = load_preset(preset) if isinstance(preset, str) else preset
+            p = resolve_preset(preset)
             if p.paired is None:
                 raise ValueError(f"preset {p.name!r} is a {p.kind!r} preset, not a paired-translation (dit) preset")
         key = ("checkpoint", str(Path(checkpoint).resolve())) if p is None else (p.name, p.model)
@@ -305,8 +321,7 @@ class ModelStore:
             self._paired = None
             gc.collect()
             folder, untrained = (Path(key[1]), False) if p is None else resolve_paired_folder(p)
-            with naming_bad_weights("the paired checkpoint" if p is None else f"preset {p.name!r}", folder):
-                models = load_paired(folder, self.device, self.dtype)
+            models = load_paired(folder, self.device, self.dtype)  # names a damaged weights file itself
             self._paired = (key, LoadedPaired(p, models, folder, untrained or models.untrained))
             return self._paired[1]
 

@@ -150,7 +150,7 @@ class DiffusionModels:
             raise ValueError(f"model {self.name!r} is not text-conditional; it takes no prompt")
         if prompt not in self._prompt_cache:
             tok = self.tokenizer
-            full = tok(prompt, truncation=False).input_ids
+            full = tok(prompt, truncation=False, verbose=False).input_ids  # we warn below, clearly
             if len(full) > tok.model_max_length:
                 log.warning(
                     "prompt is %d tokens long; truncated to the text encoder's %d", len(full), tok.model_max_length
