@@ -1,7 +1,7 @@
 """Command line: ``python -m dit_translate {presets,edit,bench} ...`` (the contract of DESIGN.md).
 
-User errors (bad image, unknown preset, missing weights, out-of-range knobs) exit with status 2 and
-one line on stderr, no traceback.
+User errors (bad image, unknown preset, missing or corrupt weights, out-of-range knobs, not enough
+memory, an output that cannot be written) exit with status 2 and one line on stderr, no traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
+from dit_translate.files import WriteError
 from dit_translate.images import ImageError
 
-USER_ERRORS = (ImageError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
+USER_ERRORS = (ImageError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, WriteError)
 
 
 def _quiet_libraries() -> None:
@@ -66,9 +68,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from dit_translate import api
-    from dit_translate.images import save_image, to_pil
+    from dit_translate.images import save_format, save_image, to_pil
     from dit_translate.store import default_store
 
+    save_format(args.out)  # an unwritable format fails before the work, not after
     request = api.EditRequest(
         method=args.method,
         prompt=args.prompt,
@@ -94,15 +97,25 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line on stderr and exit status 2 (``--help`` shows usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dit_translate", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m dit_translate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("presets", help="list presets and whether their weights are available")
@@ -149,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     from dit_translate.presets import PresetError
+    from dit_translate.runtime import MemoryExhaustedError
     from dit_translate.store import MissingWeightsError
 
     try:
         return args.func(args)
-    except (*USER_ERRORS, PresetError, MissingWeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (*USER_ERRORS, PresetError, MissingWeightsError, MemoryExhaustedError) as e:
+        print("error:", *str(e).split(), file=sys.stderr)  # one line, whatever a library put in the message
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

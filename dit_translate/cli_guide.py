@@ -30,9 +30,10 @@ def add_guide_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_guide(args: argparse.Namespace) -> int:
     from dit_translate import api
-    from dit_translate.images import save_image, to_pil
+    from dit_translate.images import save_format, save_image, to_pil
     from dit_translate.store import default_store
 
+    save_format(args.out)  # an unwritable format fails before the work, not after
     request = api.GuideRequest(text=args.text, source_text=args.source_text, style_image=args.style_image,
                                steps=args.steps, seed=args.seed)
     store = default_store()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from dit_translate.presets import LOCAL_DIR, GuidanceSpec, Preset
 from dit_translate.runtime import hub_offline
-from dit_translate.store import UNTRAINED_CACHE, Availability, MissingWeightsError
+from dit_translate.store import UNTRAINED_CACHE, Availability, MissingWeightsError, naming_bad_weights
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,19 @@ class ClipEncoder:
 
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> (N, D) unit-norm embeddings."""
+        """Texts -> (N, D) unit-norm embeddings; texts longer than the context are truncated, with a warning."""
+        self._warn_if_truncated(texts)
         tokens = self.tokenizer(list(texts)).to(self.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def _warn_if_truncated(self, texts: Sequence[str]) -> None:
+        """Log one warning when open_clip's BPE tokenizer will cut a text to its context length."""
+        limit, encode = getattr(self.tokenizer, "context_length", None), getattr(self.tokenizer, "encode", None)
+        if limit is None or encode is None:  # tokenizers without a BPE ``encode`` (HF ones) are not inspected
+            return
+        longest = max((len(encode(t)) + 2 for t in texts), default=0)  # + start and end tokens
+        if longest > limit:
+            log.warning("text is %d tokens long; truncated to CLIP %s's %d", longest, self.name, limit)
 
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> (B, D) unit-norm embeddings, differentiable."""
@@ -272,7 +282,8 @@ def load_clip(spec: str, preset: Preset, device: torch.device | str = "cpu") -> 
     if spec.startswith(LOCAL_DIR):
         folder, untrained = _local(spec, "clip", preset)
         name = LOCAL_DIR + str(folder)
-        model = open_clip.create_model(name, device=device)
+        with naming_bad_weights(f"guidance CLIP of preset {preset.name!r}", folder):
+            model = open_clip.create_model(name, device=device, weights_only=True)
         return ClipEncoder.from_model(model, open_clip.get_tokenizer(name), spec), untrained
     repo = _clip_repo(spec)
     arch, _, tag = spec.partition("/")
@@ -291,7 +302,8 @@ def load_dino(spec: str, preset: Preset, device: torch.device | str = "cpu") -> 
 
     if spec.startswith(LOCAL_DIR):
         folder, untrained = _local(spec, "dino", preset)
-        model = timm.create_model(LOCAL_DIR + str(folder), pretrained=True)
+        with naming_bad_weights(f"guidance DINO of preset {preset.name!r}", folder):
+            model = timm.create_model(LOCAL_DIR + str(folder), pretrained=True)
         return DinoEncoder.from_model(model.to(device), spec), untrained
     repo = _dino_repo(spec)
     if hub_offline() and not _cached(repo, _TIMM_FILES):

@@ -20,6 +20,7 @@ import io
 import os
 import secrets
 import struct
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -38,6 +39,7 @@ __all__ = [
     "load_image",
     "resize_to",
     "restore_aspect",
+    "save_format",
     "save_image",
     "to_numpy01",
     "to_pil",
@@ -298,17 +300,13 @@ def fit_size(
         if hi < lo:
             raise ValueError(f"no multiple of {multiple} fits min_side={min_side}, max_side={max_side}")
     what = f"cannot fit a {width}x{height} image"
+    _check_aspect((width, height))
     long, short = max(width, height), min(width, height)
-    if long / short > MAX_ASPECT_RATIO:
-        raise ImageError(
-            f"{what}: its aspect ratio ({long / short:.4g}:1) is more extreme than the "
-            f"supported {MAX_ASPECT_RATIO:g}:1"
-        )
-    scale = 1.0
+    scale = Fraction(1)  # exact: a float scale of 1/849 turns 849 pixels into 0.999...
     if min_side is not None and short < min_side:
-        scale = min_side / short
+        scale = Fraction(min_side, short)
     if max_side is not None and long * scale > max_side:
-        scale = max_side / long
+        scale = Fraction(max_side, long)
         if min_side is not None and short * scale < min_side:
             raise ImageError(
                 f"{what}: a shorter side of at least {min_side} needs a longer side above {max_side}"
@@ -321,6 +319,16 @@ def fit_size(
         return (n if hi is None else min(n, hi)) * multiple
 
     return side(width), side(height)
+
+
+def _check_aspect(size: tuple[int, int]) -> None:
+    """:class:`ImageError` if ``size`` is more elongated than ``MAX_ASPECT_RATIO``:1."""
+    long, short = max(size), min(size)
+    if long / short > MAX_ASPECT_RATIO:
+        raise ImageError(
+            f"cannot fit a {size[0]}x{size[1]} image: its aspect ratio ({long / short:.4g}:1) is more extreme "
+            f"than the supported {MAX_ASPECT_RATIO:g}:1"
+        )
 
 
 def fit_to_multiple(
@@ -430,6 +438,19 @@ def to_pil(t: torch.Tensor) -> Image.Image:
 # --------------------------------------------------------------------------- saving
 
 
+def save_format(path: str | os.PathLike) -> str:
+    """The Pillow format :func:`save_image` writes for ``path``'s suffix; :class:`ImageError` if none (check
+    an output path with it before any long computation)."""
+    path = Path(path)
+    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(
+            f"cannot save image '{path.name}': unsupported file extension {path.suffix or '(none)'!r} "
+            f"(use one of {', '.join(_SAVE_FORMATS)})"
+        )
+    return fmt
+
+
 def save_image(img: Image.Image, path: str | os.PathLike, **options: object) -> Path:
     """Write ``img`` atomically to ``path`` and return it as a ``Path``.
 
@@ -440,12 +461,7 @@ def save_image(img: Image.Image, path: str | os.PathLike, **options: object) -> 
     file is left and an existing ``path`` is untouched.  Raises :class:`ImageError`.
     """
     path = Path(path)
-    fmt = _SAVE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ImageError(
-            f"cannot save image '{path.name}': unsupported file extension {path.suffix or '(none)'!r} "
-            f"(use one of {', '.join(_SAVE_FORMATS)})"
-        )
+    fmt = save_format(path)
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = _to_rgb(img, f"'{path.name}'")
     what = f"cannot save image '{path.name}' in folder '{path.parent}'"
@@ -479,6 +495,7 @@ def save_image(img: Image.Image, path: str | os.PathLike, **options: object) -> 
 def to_working_size(img: Image.Image, side: int, multiple: int = 8) -> Image.Image:
     """Resize ``img`` keeping its aspect ratio so the longer side is about ``side`` and both sides are
     multiples of ``multiple`` (the preset's working size; small images are scaled up)."""
+    _check_aspect(img.size)  # judged on the image itself: rounding the scaled size could only exaggerate it
     long = max(img.size)
     scale = side / long
     scaled = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))

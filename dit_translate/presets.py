@@ -244,18 +244,36 @@ def _parse_guidance(raw: Any, source: Path) -> GuidanceSpec:
 
 
 def load_preset(name_or_path: str) -> Preset:
-    """Load a preset by name (``presets/<name>.toml``) or by path to a ``.toml`` file."""
+    """Load a preset by name (``presets/<name>.toml``) or by path to a ``.toml`` file.
+
+    A name is a plain file stem: one with a path separator or a leading dot is unknown, never a path.
+    """
+    if not isinstance(name_or_path, (str, Path)):
+        raise PresetError(f"a preset must be a name or a path to a .toml file, got {type(name_or_path).__name__}")
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = PRESET_DIR / f"{name_or_path}.toml"
-    if not path.is_file():
-        names = ", ".join(p.stem for p in sorted(PRESET_DIR.glob("*.toml")))
-        raise PresetError(f"unknown preset {name_or_path!r}; available presets: {names}")
+        plain = path.name == str(name_or_path) and not path.name.startswith(".")
+        path = PRESET_DIR / f"{name_or_path}.toml" if plain else None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        text = path.read_text(encoding="utf-8") if path is not None and path.is_file() else None
+    except UnicodeDecodeError as e:
+        raise PresetError(f"preset {path.name}: not valid TOML ({e})") from None
+    except (OSError, ValueError) as e:  # unreadable, name too long, NUL byte in the name
+        reason = getattr(e, "strerror", None) or e
+        raise PresetError(f"cannot read preset {str(name_or_path)[:80]!r}: {reason}") from None
+    if text is None:
+        names = ", ".join(p.stem for p in sorted(PRESET_DIR.glob("*.toml")))
+        raise PresetError(f"unknown preset {str(name_or_path)[:80]!r}; available presets: {names}")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise PresetError(f"preset {path.name}: not valid TOML ({e})") from None
     return parse_preset(data, path)
+
+
+def resolve_preset(preset: str | Preset) -> Preset:
+    """``preset`` itself if it is a ``Preset``, else :func:`load_preset` of it (``PresetError`` for anything else)."""
+    return preset if isinstance(preset, Preset) else load_preset(preset)
 
 
 def list_presets(kinds: tuple[str, ...] = MODEL_KINDS) -> list[Preset]:

@@ -22,7 +22,7 @@ def test_shipped_paired_presets_keep_the_paper_configuration_apart():
     assert load_preset("face2comics").paired.data.layout == "folders"
     assert load_preset("edges2shoes").paired.data.layout == "ab"
     tiny = load_preset("tiny-dit")
-    assert tiny.fallback == "random-dit" and tiny.model.endswith("assets/tiny/dit") and tiny.paired.encoders.vae == ""
+    assert tiny.fallback == "random-dit" and tiny.model.endswith("assets/tiny/dit") and tiny.paired.encoders.vae.endswith("assets/tiny/sd") and tiny.paired.encoders.vae_subfolder == "vae"
     assert tiny.paired.encoders.clip.endswith("assets/tiny/clip") and tiny.paired.train.lambda_lpips == 0
 
 

@@ -76,12 +76,19 @@ class Steps:
         return Steps(self.timesteps[n - run :], self.stride)
 
 
+def max_steps(config) -> int:
+    """The most sampling steps a DDIM scheduler ``config`` supports: "leading" spacing shifts its grid up by
+    ``steps_offset``, so a finer grid would reach past the last training timestep."""
+    offset = config.steps_offset if config.timestep_spacing == "leading" else 0
+    return config.num_train_timesteps - offset
+
+
 def make_steps(scheduler, num_steps: int) -> Steps:
     """The sampling grid of ``scheduler`` for ``num_steps`` steps (calls ``scheduler.set_timesteps``)."""
     if int(num_steps) < 1:
         raise ValueError(f"steps must be at least 1, got {num_steps}")
-    if num_steps > scheduler.config.num_train_timesteps:
-        raise ValueError(f"steps must be at most {scheduler.config.num_train_timesteps}, got {num_steps}")
+    if num_steps > max_steps(scheduler.config):
+        raise ValueError(f"steps must be at most {max_steps(scheduler.config)}, got {num_steps}")
     scheduler.set_timesteps(int(num_steps))
     stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     return Steps(tuple(int(t) for t in scheduler.timesteps), stride)

@@ -227,6 +227,8 @@ def agg(
         check_range(name, value, 0.0, 1.0)
     check_range("guidance", guidance, 0.0, 100.0)
     check_range("lr", lr, 0.0, 1.0, low_open=True)
+    check_range("reg_weight", reg_weight, 0.0, 1e6)
+    check_range("range_weight", range_weight, 0.0, 1e6)
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
     mix = not models.is_latent if mix is None else mix

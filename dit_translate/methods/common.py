@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,8 +87,21 @@ def denoise(
 
 
 def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    """Raise ``ValueError`` unless ``low (<|<=) value <= high`` and ``value`` is finite."""
-    ok = value == value and (value > low if low_open else value >= low) and value <= high
+    """Raise ``ValueError`` unless ``value`` is a number (not a bool or a string) with ``low (<|<=) value <= high``."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = number and value == value and (value > low if low_open else value >= low) and value <= high
     if not ok:
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an ``int``; ``ValueError`` unless it is a whole number (``6`` or ``6.0``; not ``6.5``, NaN,
+    infinity, ``True`` or a string) in ``[low, high]`` (no upper bound when ``high`` is None)."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        whole = math.isfinite(float(value)) and float(value).is_integer()
+    if whole and low <= int(value) and (high is None or int(value) <= high):
+        return int(value)
+    bounds = f"at least {low}" if high is None else f"in [{low}, {high}]"
+    raise ValueError(f"{name} must be a whole number {bounds}, got {value!r}")

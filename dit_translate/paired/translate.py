@@ -7,6 +7,7 @@ DDIM runs through ``dit_translate.diffusion.ddim`` (the project's one DDIM imple
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from dit_translate.encoders import ClipEncoder
 from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
 from dit_translate.paired.checkpoint import (
     META_FILE,
+    CheckpointError,
     MODEL_DIR,
     SCHEDULER_DIR,
     read_meta,
@@ -33,9 +35,11 @@ from dit_translate.paired.checkpoint import (
 )
 from dit_translate.paired.config import DiffusionSpec, PairedSpec
 from dit_translate.paired.dit import PairedDiT
-from dit_translate.paired.encoders import LatentCodec, load_clip_tower, load_dit_encoders, load_vae
+from dit_translate.paired.encoders import LatentCodec, fallback_encoders, load_clip_tower, load_dit_encoders, load_vae
 from dit_translate.paired.pix2pix import UNetGenerator
 from dit_translate.presets import Preset
+from dit_translate.runtime import make_generator
+from dit_translate.store import naming_bad_weights
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +153,16 @@ class PairedModels:
         return steps * (1 if guidance == 1 else 2)
 
 
+def _load_net(cls: type[torch.nn.Module], folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """The network of a checkpoint folder, from safetensors only (``CheckpointError`` otherwise); damaged
+    weights are a ``CorruptWeightsError`` naming the file."""
+    if not any((folder / MODEL_DIR).glob("*.safetensors")):
+        raise CheckpointError(f"checkpoint {folder}: {MODEL_DIR}/ holds no safetensors weights; pickled weights "
+                              "(.bin, .ckpt, .pt) are never loaded")
+    with naming_bad_weights("the paired checkpoint", folder):  # a truncated or corrupt weights file
+        return cls.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype, use_safetensors=True)
+
+
 def load_paired(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                 ) -> PairedModels:
     """Load a checkpoint folder (network, scheduler and encoders) onto ``device`` in eval mode."""
@@ -158,12 +172,12 @@ def load_paired(folder: str | Path, device: torch.device | str = "cpu", dtype: t
     common = dict(kind=meta["kind"], spec=spec, image_size=size, name=str(meta["preset"]), step=int(meta["step"]),
                   untrained=bool(meta["untrained"]), defaults=meta.get("defaults", {}), folder=folder)
     if meta["kind"] == "pix2pix":
-        net = UNetGenerator.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype)
+        net = _load_net(UNetGenerator, folder, dtype)
         return PairedModels(net=net.to(device).eval(), **common)
     enc = resolve_refs(meta["encoders"], folder)
     as_preset = Preset(name=str(meta["preset"]), kind="dit", model=str(folder), description=f"checkpoint {folder}",
                        size=size, source=folder / META_FILE, paired=spec)
-    net = PairedDiT.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype).to(device).eval()
+    net = _load_net(PairedDiT, folder, dtype).to(device).eval()
     codec = LatentCodec(load_vae(enc["vae"], enc["vae_subfolder"])).to(device, dtype)
     clip = load_clip_tower(enc["clip"], as_preset, device)
     scheduler = DDIMScheduler.from_pretrained(folder / SCHEDULER_DIR)
@@ -180,6 +194,7 @@ def build_untrained(preset: Preset, root: Path) -> Path:
     if (folder / META_FILE).is_file():
         return folder
     log.warning("preset %r has no trained checkpoint: building an UNTRAINED random DiT at %s", preset.name, folder)
+    spec = dataclasses.replace(spec, encoders=fallback_encoders(spec.encoders, preset))
     encoders = load_dit_encoders(spec.encoders, preset)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -218,13 +233,13 @@ def translate(
     progress: Progress | None = None,
 ) -> TranslationResult:
     """Translate one source (1, 3, H, W) in [-1, 1]; ``None`` knobs take the checkpoint's defaults."""
-    steps = int(steps or models.defaults.get("steps", DEFAULT_STEPS))
+    steps = int(models.defaults.get("steps", DEFAULT_STEPS) if steps is None else steps)
     guidance = float(models.defaults.get("guidance", DEFAULT_GUIDANCE) if guidance is None else guidance)
     check_range("guidance", guidance, 0.0, 100.0)
     m = models.size_multiple
     if source.shape[-1] % m or source.shape[-2] % m:
         raise ValueError(f"image sides must be multiples of {m}, got {source.shape[-1]}x{source.shape[-2]}")
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = make_generator(seed)
     with timed() as elapsed:
         image = translate_batch(models, source, steps=steps, guidance=guidance, generator=generator,
                                 progress=progress)

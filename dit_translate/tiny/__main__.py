@@ -4,6 +4,7 @@ build   runs the stages in order (vae, sd, export, clip), each resuming from
         ``<work>/<stage>/checkpoint``: the Stable Diffusion folder goes to ``--out`` and the tiny
         open_clip folder to ``--clip-out``, then the paired DiT (``presets/tiny-dit.toml``, which
         reads those two) to ``--dit-out``, each with its model card.
+report  measures every held-out figure of the shipped tiny world and writes assets/tiny/README.md.
 pairs   writes the tiny DiT's paired data: a pix2pix "AB" folder of photo | comic crops
         (``train/`` from the training photos, ``test/`` from the held-out ones).
 export  exports the latest stage-2 checkpoint now (usable mid-training) with its model card.
@@ -51,9 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--work", default="/work/tiny-runs", help="checkpoints and logs")
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.add_argument("--raw", action="store_true", help="export raw instead of EMA weights")
+    report = sub.add_parser("report")
+    report.add_argument("--root", default="assets/tiny")
     pairs = sub.add_parser("pairs")
     pairs.add_argument("--out", default="/work/tiny-runs/pairs")
-    pairs.add_argument("--crops-per-photo", type=int, default=96)
+    pairs.add_argument("--crops-per-photo", type=int, default=384)
     b = sub.choices["build"]
     b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--unet-steps", type=int, default=SDTrainConfig.steps)
@@ -65,6 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    if args.command == "report":
+        from dit_translate.tiny.eval import write_world_card
+
+        print(f"wrote {write_world_card(args.root)}")
+        return
     if args.command == "pairs":
         from dit_translate.tiny.data import write_pairs
 

@@ -26,6 +26,23 @@ from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
 from dit_translate.tiny.train_vae import VAETrainConfig, train_vae
 
 
+def _staging(out: Path) -> Path:
+    """An empty-to-be staging path next to ``out`` (any leftover of an interrupted export removed)."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _swap_in(tmp: Path, out: Path) -> Path:
+    """Replace the folder ``out`` by the finished ``tmp`` (renames only, so ``out`` is never half-written)."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
 def _data(size: int, crops_per_photo: int, seed: int, recolor: bool = False) -> TinyDataset:
     return TinyDataset("train", size, crops_per_photo, seed=seed, recolor=recolor)
 
@@ -52,7 +69,7 @@ def load_tokenizer(work: str | Path) -> CLIPTokenizer:
 def build_sd(work: str | Path, cfg: SDTrainConfig) -> None:
     """Stage 2: train (or finish) text encoder + U-Net on the stage-1 VAE's latents."""
     work = Path(work)
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final", use_safetensors=True)
     data = _data(cfg.size, cfg.crops_per_photo, cfg.seed)
     train_sd(work / "sd", cfg, vae, load_tokenizer(work), data)
 
@@ -69,7 +86,7 @@ def build_dit(work: str | Path, preset: str = "tiny-dit", max_steps: int | None 
     work = Path(work)
     if not (work / "pairs" / "test").is_dir():
         write_pairs(work / "pairs")
-    return train(load_preset(preset), work / "pairs", work / "dit", max_steps=max_steps).folder
+    return train(load_preset(preset), work / "pairs", work / "dit", max_steps=max_steps).out
 
 
 def export_dit(run: str | Path, out: str | Path, vae: str = "../sd/vae", clip: str = "local-dir:../clip") -> Path:
@@ -81,15 +98,10 @@ def export_dit(run: str | Path, out: str | Path, vae: str = "../sd/vae", clip: s
     from dit_translate.paired.checkpoint import share_encoders
 
     run, out = Path(run), Path(out)
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _staging(out)
     shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("train_state*", "samples", "run.json", ".*"))
     share_encoders(tmp, vae, clip)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return _swap_in(tmp, out)
 
 
 def load_stage2(work: str | Path, ema: bool = True) -> tuple[NoisePrediction, int]:
@@ -111,7 +123,7 @@ def export(work: str | Path, out: str | Path, ema: bool = True) -> Path:
     work, out = Path(work), Path(out)
     module, step = load_stage2(work, ema)
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(work / "vae" / "final"),
+        vae=AutoencoderKL.from_pretrained(work / "vae" / "final", use_safetensors=True),
         text_encoder=module.text_encoder,
         tokenizer=load_tokenizer(work),
         unet=module.unet,
@@ -120,12 +132,7 @@ def export(work: str | Path, out: str | Path, ema: bool = True) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _staging(out)
     pipe.save_pretrained(tmp, safe_serialization=True)
     (tmp / "training_step.json").write_text(json.dumps({"stage2_step": step, "ema": ema}))
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return _swap_in(tmp, out)

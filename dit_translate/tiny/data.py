@@ -233,20 +233,28 @@ class TinyDataset(torch.utils.data.Dataset):
         return x, [self.captions[int(i)] for i in idx]
 
 
-def write_pairs(out: str | Path, size: int = 64, crops_per_photo: int = 96, style: str = "comic",
-                seed: int = 0) -> Path:
+def write_pairs(out: str | Path, size: int = 64, crops_per_photo: int = 384, style: str = "comic",
+                seed: int = 0, recolored: float = 0.5) -> Path:
     """Write a pix2pix "AB" folder of photo | ``style`` crops: ``out/train`` (training photos) and
-    ``out/test`` (the held-out photos, ``crops_per_photo // 8`` crops each, another seed).
+    ``out/test`` (the held-out photos, ``crops_per_photo // 32`` crops each, another seed, never recoloured).
 
+    A ``recolored`` fraction of the training crops first gets random colours (``random_recolor``, then
+    rendered): fourteen photos are few, and the wider colour range helps a model on unseen photos.
     Each PNG is (size x 2*size): the photo crop on the left, its rendering on the right. Returns ``out``.
     """
     out = Path(out)
-    for split, n, split_seed in (("train", crops_per_photo, seed), ("test", max(1, crops_per_photo // 8), seed + 1)):
+    n_recolored = round(crops_per_photo * recolored)
+    parts = (("train", crops_per_photo - n_recolored, seed, False, ""),
+             ("train", n_recolored, seed + 2, True, "r"),
+             ("test", max(1, crops_per_photo // 32), seed + 1, False, ""))
+    for split, n, split_seed, recolor, tag in parts:
+        if n == 0:
+            continue
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
-        data = TinyDataset(split, size, n, styles=("photo", style), seed=split_seed)
+        data = TinyDataset(split, size, n, styles=("photo", style), seed=split_seed, recolor=recolor)
         images = data.images.permute(0, 2, 3, 1).numpy()
         for i in range(0, len(images), 2):
-            name = f"{data.photo_names[i]}_{i // 2 % n:04d}.png"
+            name = f"{data.photo_names[i]}{tag}_{i // 2 % n:04d}.png"
             Image.fromarray(np.concatenate([images[i], images[i + 1]], axis=1)).save(folder / name)
     return out

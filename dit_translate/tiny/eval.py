@@ -110,7 +110,7 @@ def sample_grid(folder: str | Path, out: str | Path, strength: float = 0.6, step
     results for each non-photo style prompt; each tile is the model's native size, upscaled x3."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rows = []
@@ -138,7 +138,7 @@ def _csv_tail(path: Path) -> dict[str, str]:
 def write_model_card(folder: str | Path, work: str | Path) -> Path:
     """Write ``README.md``, ``loss_curve.png``, ``samples.png`` and ``eval.json`` into ``folder``."""
     folder, work = Path(folder), Path(work)
-    vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
     psnr = vae_psnr(vae)
     curves = {f"{name} loss": read_curve(work / stage / "loss.csv")
               for name, stage in (("VAE", "vae"), ("U-Net+text", "sd"))}
@@ -226,7 +226,7 @@ def write_clip_card(folder: str | Path, work: str | Path) -> Path:
 
     folder, work = Path(folder), Path(work)
     name = f"local-dir:{folder}"
-    clip = ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), name)
+    clip = ClipEncoder.from_model(open_clip.create_model(name, weights_only=True), open_clip.get_tokenizer(name), name)
     retrieval = style_retrieval(clip)
     cfg = json.loads((work / "train_config.json").read_text())
     meta = json.loads((folder / "open_clip_config.json").read_text())["dit_translate"]
@@ -282,55 +282,62 @@ def _tile_grid(rows: list[list[torch.Tensor]], scale: int = 3) -> Image.Image:
     return Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)
 
 
-def dit_vs_sdedit(folder: str | Path, pairs: str | Path, sd: str | Path, prompt: str = "a comic drawing",
-                  strength: float = 0.6, seed: int = 0) -> tuple[dict, Image.Image]:
-    """Score the DiT checkpoint ``folder``, the untranslated photo and SDEdit on the tiny SD folder ``sd``
-    (``prompt``, ``strength``, the tiny preset's steps/guidance) against the comic targets of the
-    held-out pairs (``pairs/test``); returns the report (``paired.evaluate`` rows + an ``sdedit`` row)
-    and a grid (rows: photo | SDEdit | DiT | comic target)."""
+def heldout_pairs(crops_per_photo: int = 12, seed: int = 1, style: str = "comic", size: int = 64
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(photos, renderings) of random crops of the held-out photos: two (N,3,size,size) tensors in [-1,1].
+
+    With the defaults these are exactly the ``test/`` pairs of ``data.write_pairs``.
+    """
+    data = TinyDataset("test", size, crops_per_photo, styles=("photo", style), seed=seed)
+    x = data.images.float() / 127.5 - 1.0
+    return x[0::2], x[1::2]
+
+
+def dit_vs_sdedit(folder: str | Path, sd: str | Path, sources: torch.Tensor, targets: torch.Tensor,
+                  prompt: str = "a comic drawing", strength: float = 0.6, seed: int = 0
+                  ) -> tuple[dict[str, dict[str, float]], torch.Tensor, torch.Tensor]:
+    """Mean PSNR/SSIM to ``targets`` of: the untranslated ``sources``, SDEdit on the tiny SD folder ``sd``
+    (``prompt``, ``strength``, the tiny preset's steps/guidance; seed ``seed + i`` for image i) and the
+    DiT checkpoint ``folder`` (its default steps/guidance, one generator seeded ``seed``).
+
+    Returns ``({"photo"|"sdedit"|"dit": {"psnr", "ssim"}}, sdedit outputs, dit outputs)``; images in [-1,1].
+    """
     from dit_translate.diffusion.models import DiffusionModels
     from dit_translate.methods.sdedit import sdedit
     from dit_translate.metrics import psnr, ssim
-    from dit_translate.paired.data import PairedDataset
-    from dit_translate.paired.evaluate import evaluate
     from dit_translate.paired.translate import load_paired, translate_batch
     from dit_translate.presets import load_preset
 
     models = load_paired(folder)
-    report = evaluate([models], pairs, split="val")
     defaults = load_preset("tiny").defaults
     sd_models = DiffusionModels.from_pipeline_folder(sd, device=torch.device("cpu"), dtype=torch.float32)
-    dataset = PairedDataset(pairs, models.spec.data, models.image_size, "val", augment=False)
-    items = [dataset[i] for i in range(len(dataset))]
-    sources = torch.stack([it["source"] for it in items])
-    targets = torch.stack([it["target"] for it in items])
-    edited = [sdedit(sd_models, src[None], prompt, strength=strength, steps=defaults.steps,
-                     guidance=defaults.guidance, seed=seed + i).image[0].cpu() for i, src in enumerate(sources)]
+    edited = torch.cat([sdedit(sd_models, src[None], prompt, strength=strength, steps=defaults.steps,
+                               guidance=defaults.guidance, seed=seed + i).image.cpu() for i, src in enumerate(sources)])
     translated = translate_batch(models, sources, steps=int(models.defaults.get("steps", 25)),
                                  guidance=float(models.defaults.get("guidance", 2.0)),
-                                 generator=torch.Generator().manual_seed(seed))
-    report["rows"].append({
-        "name": f"sdedit ({prompt!r}, strength {strength})", "kind": "sdedit",
-        "psnr": float(np.mean([psnr(e, t) for e, t in zip(edited, targets)])),
-        "ssim": float(np.mean([ssim(e, t) for e, t in zip(edited, targets)])),
-    })
-    rows = [[s, e, d, t] for s, e, d, t in list(zip(sources, edited, translated, targets))[:6]]
-    return report, _tile_grid(rows)
+                                 generator=torch.Generator().manual_seed(seed)).cpu()
+    scores = {name: {"psnr": float(np.mean([psnr(o, t) for o, t in zip(out, targets)])),
+                     "ssim": float(np.mean([ssim(o, t) for o, t in zip(out, targets)]))}
+              for name, out in (("photo", sources), ("sdedit", edited), ("dit", translated))}
+    return scores, edited, translated
 
 
 def write_dit_card(folder: str | Path, run: str | Path, sd: str | Path) -> Path:
     """Write ``README.md``, ``loss_curve.png``, ``comparison.png`` and ``eval.json`` of the exported DiT."""
     folder, run = Path(folder), Path(run)
-    report, grid = dit_vs_sdedit(folder, run.parent / "pairs", sd)
-    grid.save(folder / "comparison.png")
-    (folder / "eval.json").write_text(json.dumps(report, indent=2))
+    sources, targets = heldout_pairs()
+    scores, edited, translated = dit_vs_sdedit(folder, sd, sources, targets)
+    _tile_grid([list(r) for r in list(zip(sources, edited, translated, targets))[:6]]).save(folder / "comparison.png")
+    (folder / "eval.json").write_text(json.dumps({"pairs": len(sources), "scores": scores}, indent=2))
     curves = {"noise MSE": read_curve(run / "loss.csv", "mse")}
     if "clip" in (run / "loss.csv").read_text().splitlines()[0].split(","):
         curves["CLIP loss"] = read_curve(run / "loss.csv", "clip")
     plot_curves(curves, folder / "loss_curve.png")
     meta = json.loads((folder / "paired.json").read_text())
     dit, train = meta["spec"]["dit"], meta["spec"]["train"]
-    rows = "\n".join(f"| {r['name']} | {r['psnr']:.2f} | {r['ssim']:.3f} |" for r in report["rows"])
+    labels = {"dit": "DiT (this model)", "photo": "input photo (untranslated)",
+              "sdedit": "SDEdit, tiny SD, \"a comic drawing\", strength 0.6"}
+    rows = "\n".join(f"| {labels[k]} | {v['psnr']:.2f} | {v['ssim']:.3f} |" for k, v in scores.items())
     card = f"""---
 license: cc0-1.0
 tags: [dit, image-to-image, toy, tiny]
@@ -357,7 +364,7 @@ CFG {meta["defaults"].get("guidance")}.
 
 ![loss curves](loss_curve.png)
 
-## Held-out evaluation ({report["pairs"]} pairs)
+## Held-out evaluation ({len(sources)} pairs)
 PSNR / SSIM to the comic filter's rendering of the held-out photos: the DiT, the untranslated
 photo, and SDEdit on the tiny Stable Diffusion with the prompt "a comic drawing".
 
@@ -375,3 +382,119 @@ filter, blurrily, and nothing else.
 """
     (folder / "README.md").write_text(card)
     return folder / "README.md"
+
+
+def clip_scores(clip, images: torch.Tensor, text: str) -> torch.Tensor:
+    """Cosine similarity (N,) of each image (N,3,H,W) in [-1,1] to ``text`` under ``clip`` (a ``ClipEncoder``)."""
+    with torch.no_grad():
+        return (clip.embed_image(images.to(clip.device)) @ clip.embed_text([text]).T)[:, 0].cpu()
+
+
+def _photo_images(size: int = 64) -> list[Image.Image]:
+    return [Image.fromarray(img) for img in example_inputs(size).values()]
+
+
+def editing_comparison(store=None, prompt: str = "a comic drawing", strengths: tuple[float, ...] = (0.5, 0.7),
+                       seeds: tuple[int, ...] = (0, 1, 2), preset: str = "tiny") -> dict[str, dict[str, dict[str, float]]]:
+    """SDEdit vs the released correction on the held-out photos (centre crops), per strength: mean SSIM
+    to the source and mean CLIP score to ``prompt`` under the preset's first guidance CLIP, over ``seeds``.
+
+    Returns ``{"0.5": {"sdedit": {"ssim", "clip"}, "correct": {...}}, ...}``.
+    """
+    from dit_translate.api import EditRequest, edit
+    from dit_translate.store import default_store
+
+    store = store or default_store()
+    clip = store.guidance(preset).clips()[0]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for strength in strengths:
+        row = {}
+        for method in ("sdedit", "correct"):
+            results = [edit(EditRequest(method, prompt, strength=strength, seed=seed), photo, preset=preset, store=store)
+                       for photo in _photo_images() for seed in seeds]
+            images = torch.cat([r.image.cpu() for r in results])
+            row[method] = {"ssim": float(np.mean([r.metrics["ssim_to_source"] for r in results])),
+                           "clip": float(clip_scores(clip, images, prompt).mean())}
+        out[f"{strength:g}"] = row
+    return out
+
+
+def agg_comparison(store=None, text: str = "a comic drawing", seeds: tuple[int, ...] = (0, 1, 2),
+                   preset: str = "tiny") -> dict[str, dict[str, float]]:
+    """Text-guided AGG vs unguided DDIM (same seed, same windows) on the held-out photos: mean SSIM to the
+    source and mean CLIP score to ``text`` under the preset's first guidance CLIP. ``{"agg"|"ddim": {...}}``."""
+    from dit_translate.api import GuideRequest, guide
+    from dit_translate.store import default_store
+
+    store = store or default_store()
+    clip = store.guidance(preset).clips()[0]
+    results = [guide(GuideRequest(text=text, seed=seed), photo, preset=preset, store=store)
+               for photo in _photo_images() for seed in seeds]
+    out = {}
+    for name, rs in (("agg", results), ("ddim", [r.extras["ddim"] for r in results])):
+        images = torch.cat([r.image.cpu() for r in rs])
+        out[name] = {"ssim": float(np.mean([r.metrics["ssim_to_source"] for r in rs])),
+                     "clip": float(clip_scores(clip, images, text).mean())}
+    return out
+
+
+def write_world_card(root: str | Path = "assets/tiny") -> Path:
+    """Measure every held-out quality figure of the tiny world and write ``root/README.md`` + ``root/eval.json``.
+
+    Reads the shipped folders ``root/sd``, ``root/clip`` and ``root/dit`` through the presets, exactly
+    as the app and the behaviour tests (tests/test_tiny_world.py) do.
+    """
+    import open_clip
+
+    from dit_translate.encoders import ClipEncoder
+
+    root = Path(root)
+    vae = AutoencoderKL.from_pretrained(root / "sd" / "vae", use_safetensors=True).eval()
+    psnr = vae_psnr(vae)
+    name = f"local-dir:{root / 'clip'}"
+    retrieval = style_retrieval(ClipEncoder.from_model(open_clip.create_model(name, weights_only=True), open_clip.get_tokenizer(name), name))
+    sources, targets = heldout_pairs()
+    dit, _, _ = dit_vs_sdedit(root / "dit", root / "sd", sources, targets)
+    editing = editing_comparison()
+    guided = agg_comparison()
+    results = {"vae_psnr_db": psnr, "clip_style_retrieval": retrieval, "dit_vs_sdedit": dit,
+               "sdedit_vs_correction": editing, "agg_vs_ddim": guided}
+    (root / "eval.json").write_text(json.dumps(results, indent=2))
+    mean_psnr = float(np.mean(list(psnr.values())))
+    edit_rows = "\n".join(
+        f"| {s} | {r['sdedit']['ssim']:.3f} | {r['correct']['ssim']:.3f} | {r['sdedit']['clip']:.3f} | {r['correct']['clip']:.3f} |"
+        for s, r in editing.items())
+    card = f"""# The tiny world
+
+Small models this project trains itself on CPU (`python -m dit_translate.tiny build`), shipped here so
+that every method of dit-translate runs offline with trained weights, through exactly the code path
+of the real models. They are **toys** (64 px, 14 training photos, synthetic styles).
+
+| folder | what | used by | card |
+|---|---|---|---|
+| `sd/` | Stable-Diffusion-layout pipeline (VAE, CLIP text encoder, U-Net, DDIM) | preset `tiny`: SDEdit, correction, PnP, AGG | [sd/README.md](sd/README.md) |
+| `clip/` | open_clip model (local-dir layout) | AGG's losses, the DiT's conditioning, CLIP metrics | [clip/README.md](clip/README.md) |
+| `dit/` | CLIP-conditioned paired DiT, photo -> comic | preset `tiny-dit`: paired translation | [dit/README.md](dit/README.md) |
+
+## Held-out quality (photos {", ".join(HELD_OUT)}, never trained on)
+Measured by `python -m dit_translate.tiny report`; the behaviour tests (`tests/test_tiny_world.py`)
+re-measure them with margins.
+
+| check | target | measured |
+|---|---|---|
+| VAE reconstruction PSNR, mean over styles | >= 24 dB | {mean_psnr:.2f} dB ({", ".join(f"{k} {v:.1f}" for k, v in psnr.items())}) |
+| CLIP image -> style caption, top-1 | >= 90% | {retrieval["style_only"]:.1%} (style-only captions), {retrieval["with_content"]:.1%} (with content words) |
+| DiT vs comic target, PSNR | > photo, > SDEdit | DiT {dit["dit"]["psnr"]:.2f}, photo {dit["photo"]["psnr"]:.2f}, SDEdit {dit["sdedit"]["psnr"]:.2f} dB |
+| DiT vs comic target, SSIM | > photo, > SDEdit | DiT {dit["dit"]["ssim"]:.3f}, photo {dit["photo"]["ssim"]:.3f}, SDEdit {dit["sdedit"]["ssim"]:.3f} |
+| AGG "a comic drawing" vs unguided DDIM, CLIP score | higher | AGG {guided["agg"]["clip"]:.3f}, DDIM {guided["ddim"]["clip"]:.3f} |
+| AGG SSIM to source | above a floor | AGG {guided["agg"]["ssim"]:.3f}, DDIM {guided["ddim"]["ssim"]:.3f} |
+
+SDEdit vs the semantic-discrepancy correction (released variant), prompt "a comic drawing", mean
+over the held-out photos and 3 seeds (CLIP score: cosine to the prompt under the tiny CLIP):
+
+| strength | SSIM to source, SDEdit | SSIM, correction | CLIP score, SDEdit | CLIP score, correction |
+|---|---|---|---|---|
+{edit_rows}
+"""
+    (root / "README.md").write_text(card)
+    return root / "README.md"
