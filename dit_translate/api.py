@@ -70,10 +70,10 @@ class EditRequest:
 
 
 def _whole_knobs(**knobs: object) -> dict[str, int | None]:
-    """Validate the integer knobs given before any model loads: ``seed`` in [0, SEED_MAX], the others (step
-    counts) at least 1; ``None`` stays ``None`` (the preset's default)."""
-    return {name: None if value is None else check_int(name, value, *((0, SEED_MAX) if name == "seed" else (1,)))
-            for name, value in knobs.items()}
+    """Validate the integer knobs given before any model loads: ``seed`` in [0, SEED_MAX] (always needed), the
+    others (step counts) at least 1, where ``None`` stays ``None`` (the preset's default)."""
+    return {name: check_int(name, value, 0, SEED_MAX) if name == "seed" else None if value is None
+            else check_int(name, value, 1) for name, value in knobs.items()}
 
 
 def _default(value: Any, default: Any) -> Any:

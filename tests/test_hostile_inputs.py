@@ -182,7 +182,8 @@ class TestKnobs:
         ({"skip": NAN}, "skip must be in"),
         ({"eta_edit": INF}, "eta_edit must be in"),
         ({"lr": 0.0}, r"lr must be in \(0.0"),
-        ({"inner_steps": 0}, "inner_steps must be at least 1"),
+        ({"inner_steps": 0}, "inner_steps must be a whole number at least 1, got 0"),
+        ({"inner_steps": NAN}, "inner_steps must be a whole number at least 1, got nan"),
         ({"reg_weight": NAN}, "reg_weight must be in"),
         ({"reg_weight": -1.0}, "reg_weight must be in"),
         ({"range_weight": INF}, "range_weight must be in"),
@@ -195,6 +196,7 @@ class TestKnobs:
     @pytest.mark.parametrize(("request_kw", "message"), [
         ({"text": "a comic", "steps": 0}, "steps must be a whole number at least 1, got 0"),
         ({"text": "a comic", "seed": NAN}, "seed must be a whole number in"),
+        ({"text": "a comic", "seed": None}, "seed must be a whole number in"),
         ({"text": "a comic", "guidance": NAN}, r"guidance must be in \[0.0, 100.0\], got nan"),
         ({"text": "  "}, "AGG needs a target"),
         ({"text": "a comic", "source_text": 3}, "the source text must be text, got int"),
