@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import tempfile
+import threading
+import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
 
 from dit_translate import about, api, images, runtime  # noqa: E402
 from dit_translate.images import ImageError  # noqa: E402
@@ -33,10 +36,17 @@ except ImportError:  # pragma: no cover - spaces is in requirements, but keep th
 
 MAX_SEED = 2**31 - 1
 MAX_FILE_SIZE = "20mb"
-QUEUE_SIZE = 16
+QUEUE = {"max_size": 16, "default_concurrency_limit": 1}
+"""``demo.queue`` settings of ``main`` (``benchmarks/load.py`` measures the app with them): 16 waiting
+requests at most; each endpoint runs one request at a time (its own ``concurrency_limit``)."""
+OUTPUT_FOLDER = "dit-translate-outputs"
+OUTPUT_MAX_AGE = 3600
+"""Seconds a request's output files are kept (ours in ``output_root()``, Gradio's copies via ``delete_cache``)."""
+OUTPUT_KEEP = 100
+"""At most this many requests' output folders are kept in ``output_root()`` (the newest)."""
 DEFAULT_PRESET, DEFAULT_PAIRED = "tiny", "tiny-dit"
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "examples")
-USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError)
+USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError, runtime.MemoryExhaustedError)
 OUT_OF_MEMORY = ("Out of memory: try a smaller image, fewer steps, fewer methods at once, or a smaller preset "
                  "(e.g. tiny).")
 METHOD_LABELS = {"sdedit": "SDEdit", "correct": "Correction", "pnp": "PnP"}
@@ -89,11 +99,52 @@ def _present(image, original):
     return images.restore_aspect(out, original.size, max_side=max(out.size))
 
 
-def _save_output(img, name: str) -> str:
-    """Save a result as PNG for download, in Gradio's own cache folder (nothing written elsewhere)."""
-    os.makedirs(get_upload_folder(), exist_ok=True)
-    folder = tempfile.mkdtemp(prefix="dit-translate-", dir=get_upload_folder())
-    return str(images.save_image(img, os.path.join(folder, f"{name}.png")))
+def _require(**knobs) -> None:
+    """Refuse knobs without a value (``None``: a client that sent none); the core validates the rest."""
+    for name, value in knobs.items():
+        if value is None:
+            raise ValueError(f"{name} needs a value, got None")
+
+
+def output_root() -> Path:
+    """The one folder the app writes its outputs to, under the system temp dir."""
+    return Path(tempfile.gettempdir()) / OUTPUT_FOLDER
+
+
+_outputs_lock = threading.Lock()
+
+
+def _prune_outputs(root: Path) -> None:
+    """Remove request folders older than ``OUTPUT_MAX_AGE`` and all but the newest ``OUTPUT_KEEP - 1`` (room for
+    the next one)."""
+    folders = []
+    for folder in root.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile by another process
+            folders.append((folder.stat().st_mtime, folder))
+    folders.sort(reverse=True)
+    now = time.time()
+    for rank, (mtime, folder) in enumerate(folders):
+        if rank >= OUTPUT_KEEP - 1 or now - mtime > OUTPUT_MAX_AGE:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _save_outputs(shown: dict) -> dict[str, str]:
+    """Save one request's images ``{name: PIL image}`` as ``<name>.png`` in a fresh folder of ``output_root()``
+    (pruned first); their paths, for the galleries, sliders and downloads (Gradio copies files into its
+    cache as they are, without re-encoding). A failure to write is a ``gr.Error`` naming the file."""
+    root = output_root()
+    try:
+        with _outputs_lock:
+            root.mkdir(mode=0o700, exist_ok=True)
+            _prune_outputs(root)
+            folder = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    except OSError as e:
+        raise gr.Error(f"cannot create an output folder in '{root}': {e.strerror or e}") from None
+    try:
+        return {name: str(images.save_image(img, folder / f"{name}.png")) for name, img in shown.items()}
+    except ImageError as e:  # it names the file and the reason (a full disk, ...)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise gr.Error(str(e)) from None
 
 
 def _table(headers: list[str], rows: list[list], clip: api.ClipScores | None = None) -> dict:
@@ -128,23 +179,25 @@ def run_editing(
     if not methods:
         raise gr.Error("Choose at least one method.")
     with user_errors():
+        _require(strength=strength, steps=steps, guidance=guidance, seed=seed, inversion_steps=inversion_steps)
         original = images.load_image(image)
         runs = []
         for method in methods:
             label = METHOD_LABELS[method] + (f" ({variant})" if method == "correct" else "")
             request = api.EditRequest(
-                method=method, prompt=prompt, strength=float(strength), steps=int(steps), guidance=float(guidance),
-                seed=int(seed), variant=variant, inversion_steps=int(inversion_steps),
+                method=method, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
+                variant=variant, inversion_steps=inversion_steps,
             )
             result = api.edit(request, original, preset=preset, progress=_reporter(progress, label))
             runs.append((method, label, result))
         source = runs[0][2].extras["source"]
         clip = api.clip_scores([r.image for _, _, r in runs], prompt, source, preset=preset)
-    outputs = [(_present(r.image, original), label) for _, label, r in runs]
+    paths = _save_outputs({"source": _present(source, original),
+                           **{method: _present(r.image, original) for method, _, r in runs}})
     rows = [[label, round(r.seconds, 2), r.nfe, round(r.metrics["ssim_to_source"], 3)] for _, label, r in runs]
     table = _table(["method", "seconds", "U-Net evals (NFE)", "SSIM to source"], rows, clip)
-    files = [_save_output(img, method) for (method, _, _), (img, _) in zip(runs, outputs)]
-    return [(_present(source, original), "Source"), *outputs], table, files, about.result_note(runs[0][2], clip)
+    gallery = [(paths["source"], "Source"), *((paths[method], label) for method, label, _ in runs)]
+    return gallery, table, [paths[method] for method, _, _ in runs], about.result_note(runs[0][2], clip)
 
 
 @GPU(duration=180)
@@ -174,22 +227,24 @@ def run_guided(
     if not text_mode and style_image is None:
         raise gr.Error("Image-guided mode needs a style image.")
     with user_errors():
+        options = dict(skip=skip, edit=edit, eta_edit=eta_edit, lr=lr, inner_steps=inner_steps, reg_weight=reg_weight,
+                       symmetric=symmetric)
+        _require(steps=steps, guidance=guidance, seed=seed, **options)
         original = images.load_image(image)
         request = api.GuideRequest(
             text=text if text_mode else None,
             source_text=(source_text or None) if text_mode else None,
             style_image=None if text_mode else style_image,
-            steps=int(steps), guidance=float(guidance), seed=int(seed),
+            steps=steps, guidance=guidance, seed=seed,
         )
-        options = dict(skip=float(skip), edit=float(edit), eta_edit=float(eta_edit), lr=float(lr),
-                       inner_steps=int(inner_steps), reg_weight=float(reg_weight), symmetric=bool(symmetric))
         result = api.guide(request, original, preset=preset, options=options, progress=_reporter(progress, "AGG"))
         baseline = result.extras["ddim"]
         clip = None
         if text_mode:
             clip = api.clip_scores([baseline.image, result.image], request.text, result.extras["source"],
                                    source_text=request.source_text, preset=preset)
-    ddim_img, agg_img = _present(baseline.image, original), _present(result.image, original)
+    paths = _save_outputs({"source": _present(result.extras["source"], original),
+                           "ddim": _present(baseline.image, original), "agg": _present(result.image, original)})
     m = result.metrics
     rows = [
         ["DDIM (unguided)", round(baseline.seconds, 2), baseline.nfe, baseline.extras["unet_backwards"],
@@ -199,9 +254,9 @@ def run_guided(
     ]
     table = _table(["method", "seconds", "U-Net evals (NFE)", "U-Net backprops", "guidance loss", "SSIM to source"],
                    rows, clip)
-    gallery = [(_present(result.extras["source"], original), "Source"), (ddim_img, "DDIM (unguided)"), (agg_img, "AGG")]
-    files = [_save_output(ddim_img, "ddim"), _save_output(agg_img, "agg")]
-    return (ddim_img, agg_img), gallery, table, files, about.result_note(result, clip)
+    gallery = [(paths["source"], "Source"), (paths["ddim"], "DDIM (unguided)"), (paths["agg"], "AGG")]
+    pair = (paths["ddim"], paths["agg"])
+    return pair, gallery, table, list(pair), about.result_note(result, clip)
 
 
 @GPU(duration=60)
@@ -210,16 +265,18 @@ def run_paired(image, preset: str, steps: int, guidance: float, seed: int, progr
     if image is None:
         raise gr.Error("Upload an image first.")
     with user_errors():
+        _require(steps=steps, guidance=guidance, seed=seed)
         original = images.load_image(image)
-        result = api.translate(original, preset=preset, steps=int(steps), guidance=float(guidance), seed=int(seed),
+        result = api.translate(original, preset=preset, steps=steps, guidance=guidance, seed=seed,
                                progress=_reporter(progress, "DiT"))
-    source, out = _present(result.extras["source"], original), _present(result.image, original)
+    paths = _save_outputs({"source": _present(result.extras["source"], original),
+                           "paired": _present(result.image, original)})
     headers, row = ["model", "seconds", "NFE", "SSIM to source"], [
         result.method, round(result.seconds, 2), result.nfe, round(result.metrics["ssim_to_source"], 3)]
     if "clip_to_source" in result.metrics:
         headers.append("CLIP similarity to source" + about.untrained_suffix(result.extras["clip_untrained"]))
         row.append(round(result.metrics["clip_to_source"], 3))
-    return (source, out), _table(headers, [row]), _save_output(out, "paired"), about.result_note(result)
+    return (paths["source"], paths["paired"]), _table(headers, [row]), paths["paired"], about.result_note(result)
 
 
 def _seed_row():
@@ -248,7 +305,7 @@ def _examples(fn, inputs: list, outputs: list, overrides: list[dict], visible: l
 def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
     defaults, paired_defaults = load_preset(default_preset).defaults, load_preset(DEFAULT_PAIRED).defaults
     device = str(default_store().device)
-    with gr.Blocks(title="dit-translate") as demo:
+    with gr.Blocks(title="dit-translate", delete_cache=(OUTPUT_MAX_AGE, OUTPUT_MAX_AGE)) as demo:
         gr.Markdown("# dit-translate\nDiffusion image-to-image translation, side by side.")
         with gr.Row():
             preset = gr.Dropdown(about.preset_options(), value=default_preset, label="Preset (model)")
@@ -271,7 +328,7 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                     p_seed = _seed_row()
                     p_run = gr.Button("Run", variant="primary")
                 with gr.Column():
-                    p_slider = gr.ImageSlider(label="Photo | translation", type="pil")
+                    p_slider = gr.ImageSlider(label="Photo | translation", type="filepath")
                     p_note = gr.Markdown()
                     p_table = gr.Dataframe(headers=["model", "seconds", "NFE", "SSIM to source"], label="Metrics",
                                            interactive=False)
@@ -357,7 +414,7 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                         g_symmetric = gr.Checkbox(False, label="Symmetric update (ablation)")
                     g_run = gr.Button("Run", variant="primary")
                 with gr.Column():
-                    g_slider = gr.ImageSlider(label="DDIM (unguided) | AGG", type="pil")
+                    g_slider = gr.ImageSlider(label="DDIM (unguided) | AGG", type="filepath")
                     g_gallery = gr.Gallery(label="Results", columns=3, height="auto")
                     g_note = gr.Markdown()
                     g_table = gr.Dataframe(
@@ -407,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     cache = os.path.join(".gradio", "cached_examples", about.examples_cache_key([DEFAULT_PRESET, DEFAULT_PAIRED]))
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", cache)  # Gradio's own folder, one per weights state
     demo = build_demo()
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(
+    demo.queue(**QUEUE).launch(
         server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE
     )
 

@@ -4,8 +4,8 @@
                               [--timeout 300] [--max-minutes 9] [--rss-bound-mb 128] [--name load]
 
 Launches ``app.build_demo()`` in-process on 127.0.0.1 with the tiny presets and the queue settings of
-``app.main`` (``max_size=16``, ``default_concurrency_limit=1``; each endpoint's own limits are read
-from the app), then runs three phases with ``dit_translate.loadtest``:
+``app.main`` (``app.QUEUE``: ``max_size=16``, ``default_concurrency_limit=1``; each endpoint's own limits
+are read from the app), then runs three phases with ``dit_translate.loadtest``:
 
 1. warm-up: each distinct request once, alone (the oracle answers; loads every model);
 2. sustained: ``--clients`` closed-loop clients send ``--requests`` requests (throughput, latency,
@@ -38,8 +38,6 @@ from dit_translate.bench import machine_info, machine_summary, release_free_memo
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = [str(ROOT / "assets" / "examples" / name) for name in ("chelsea.jpg", "coffee.jpg")]
 SEEDS = (0, 1)
-QUEUE_MAX_SIZE = 16
-"""app.main's ``demo.queue(max_size=16, default_concurrency_limit=1)``."""
 
 
 def _rows(outcomes: list[loadtest.Outcome]) -> list[dict[str, Any]]:
@@ -54,8 +52,8 @@ def run(clients: int, requests: int, burst: int, timeout: float, max_minutes: fl
     from gradio_client import Client
 
     demo = app.build_demo()
-    _, url, _ = demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1).launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size="20mb")
+    _, url, _ = demo.queue(**app.QUEUE).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                                               max_file_size=app.MAX_FILE_SIZE)
     try:
         solo = Client(url, verbose=False)
         distinct = loadtest.mix(len(loadtest.ENDPOINTS) * len(IMAGES) * len(SEEDS), IMAGES, SEEDS)
@@ -96,7 +94,7 @@ def run(clients: int, requests: int, burst: int, timeout: float, max_minutes: fl
         "machine": machine_info(),
         "config": {
             "clients": clients, "requests": requests, "burst": burst, "timeout_s": timeout, "max_minutes": max_minutes,
-            "queue_max_size": QUEUE_MAX_SIZE, "endpoint_limits": loadtest.endpoint_limits(demo),
+            "queue_max_size": app.QUEUE["max_size"], "endpoint_limits": loadtest.endpoint_limits(demo),
             "steps": loadtest.STEPS, "images": [Path(i).name for i in IMAGES], "seeds": list(SEEDS),
             "mix": "round robin /edit (SDEdit + correction), /guide (AGG, text), /translate (tiny DiT), "
                    "then images, then seeds",

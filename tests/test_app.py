@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,19 +26,28 @@ SD15_HINT = "hf download stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 @pytest.fixture(scope="module")
-def gradio_dirs(tmp_path_factory):
-    """Gradio's cache folders for this module: uploads/outputs and the cached examples."""
-    return {"GRADIO_TEMP_DIR": tmp_path_factory.mktemp("gradio-tmp"),
-            "GRADIO_EXAMPLES_CACHE": tmp_path_factory.mktemp("gradio-examples")}
+def system_tmp(tmp_path_factory):
+    """The system temp dir of this module's app (``tempfile.gettempdir()``; ``app.output_root()`` is in it)."""
+    return tmp_path_factory.mktemp("system-tmp")
 
 
 @pytest.fixture(scope="module")
-def demo(gradio_dirs):
+def gradio_dirs(system_tmp):
+    """Gradio's cache folders for this module: uploads and their copies, and the cached examples."""
+    dirs = {"GRADIO_TEMP_DIR": system_tmp / "gradio", "GRADIO_EXAMPLES_CACHE": system_tmp / "gradio-examples"}
+    for folder in dirs.values():
+        folder.mkdir()
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def demo(gradio_dirs, system_tmp):
     import app
 
     with pytest.MonkeyPatch.context() as mp:
         for name, folder in gradio_dirs.items():
             mp.setenv(name, str(folder))
+        mp.setattr(tempfile, "tempdir", str(system_tmp))
         demo = app.build_demo()
         demo.queue(max_size=8).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         yield demo
@@ -211,7 +221,9 @@ def test_examples_are_cached_lazily_in_gradios_cache_folders(client, gradio_dirs
     assert row[2] == 2 * 25  # the example row's knobs: the tiny-dit defaults (25 steps, CFG)
     cache = gradio_dirs["GRADIO_EXAMPLES_CACHE"]
     assert any(cache.rglob("log.csv")) and any(cache.rglob("paired.png"))
-    assert any(gradio_dirs["GRADIO_TEMP_DIR"].glob("dit-translate-*/paired.png"))  # the download, saved there
+    import app
+
+    assert any(app.output_root().glob("run-*/paired.png"))  # the download, saved in the app's output folder
     assert set(os.listdir(ROOT)) == before  # nothing written into the project
 
 

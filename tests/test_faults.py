@@ -348,6 +348,27 @@ def test_cli_output_on_a_full_disk_is_one_error_naming_it_and_no_file(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_app_output_on_a_full_disk_is_a_clear_error_and_no_file(tmp_path, monkeypatch):
+    import tempfile
+
+    from PIL import Image
+
+    import app
+
+    def full_disk(self, fp, format=None, **kwargs):
+        fp.write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(app.gr.Error) as info:
+        app.run_paired(PHOTO, "tiny-dit", 2, 2.0, 0, progress=lambda *_a, **_k: None)
+    root = tmp_path / app.OUTPUT_FOLDER
+    assert re.fullmatch(rf"cannot save image 'source.png' in folder '{re.escape(str(root))}/run-\w+': no space "
+                        r"left on device", info.value.message)
+    assert list(root.iterdir()) == []  # the request's folder is removed with its partial file
+
+
 # ---- out of memory ------------------------------------------------------------------------------------
 def _allocate_four_terabytes(*_args, **_kwargs):
     return torch.empty(1 << 42, dtype=torch.uint8)  # a real allocator failure on any machine without 4 TB
@@ -408,7 +429,6 @@ def test_app_keeps_serving_after_an_out_of_memory_request(app_client, monkeypatc
     assert [g["caption"] for g in gallery] == ["Source", "SDEdit"]
 
 
-@pytest.mark.xfail(strict=True, reason="app.py must add api.MemoryExhaustedError to USER_ERRORS (see RELIABILITY.md)")
 def test_app_shows_the_out_of_memory_message(app_client, monkeypatch):
     monkeypatch.setattr(default_store().get("tiny").models.unet, "forward", _allocate_four_terabytes)
     with pytest.raises(Exception, match="not enough memory for sdedit with preset 'tiny'"):

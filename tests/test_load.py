@@ -21,7 +21,7 @@ def served():
     import app
 
     demo = app.build_demo()
-    _, url, _ = demo.queue(max_size=MAX_SIZE, default_concurrency_limit=1).launch(
+    _, url, _ = demo.queue(**{**app.QUEUE, "max_size": MAX_SIZE}).launch(
         prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     calls = loadtest.mix(3, [IMAGE], SEEDS)
     references = loadtest.solo_references(gradio_client.Client(url, verbose=False), calls, TIMEOUT)

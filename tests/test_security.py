@@ -314,7 +314,13 @@ def test_uploaded_files_work_and_outputs_are_served(server):
     assert reply["event"] == "complete"
     gallery, _, files, _ = reply["data"]
     assert [item["caption"] for item in gallery] == ["Source", "SDEdit"]
-    assert httpx.get(files[0]["url"], timeout=60).status_code == 200
+    served = httpx.get(files[0]["url"], timeout=60)
+    assert served.status_code == 200
+    import app  # the file the app wrote, in its own output folder, is not served itself: only gradio's copy is
+
+    originals = [p for p in app.output_root().glob("run-*/sdedit.png") if p.read_bytes() == served.content]
+    assert originals and all(httpx.get(f"{url}gradio_api/file={p}", timeout=60).status_code in (403, 404)
+                             for p in originals)
 
 
 @pytest.mark.parametrize("target", ["app.py", "presets/tiny.toml", "assets/examples/chelsea.jpg", "/etc/hostname",
