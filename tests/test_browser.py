@@ -29,7 +29,7 @@ def page_url(tmp_path_factory):
         pytest.skip("chromium is not installed (apt-get install chromium)")
     import app
 
-    with pytest.MonkeyPatch.context() as mp:  # Gradio's cache folders (outputs, cached examples) out of the repo
+    with pytest.MonkeyPatch.context() as mp:  # Gradio's folders (uploads, cached examples) out of the repo
         for name in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE"):
             mp.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
         demo = app.build_demo()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from dit_translate.encoders import ClipEncoder, build_random_clip, load_clip
-from dit_translate.paired.config import EncoderSpec
+from dit_translate.paired.config import EncoderSpec, is_local_ref
 from dit_translate.presets import LOCAL_DIR, GuidanceSpec, Preset
 from dit_translate.store import UNTRAINED_CACHE, MissingWeightsError, naming_bad_weights, untrained_sd_folder
 
@@ -72,7 +72,7 @@ def load_vae(ref: str, subfolder: str = "") -> nn.Module | None:
     from diffusers import AutoencoderKL
 
     where = f"{ref}/{subfolder}" if subfolder else ref
-    if _is_local(ref):
+    if is_local_ref(ref):
         if not (Path(ref) / subfolder / "config.json").is_file():
             raise MissingWeightsError(f"VAE folder {where} is missing or has no config.json")
         with naming_bad_weights("the VAE", Path(ref) / subfolder):
@@ -86,14 +86,10 @@ def load_vae(ref: str, subfolder: str = "") -> nn.Module | None:
         ) from None
 
 
-def _is_local(ref: str) -> bool:
-    return ref.startswith((".", "/", "~"))
-
-
 def fallback_encoders(spec: EncoderSpec, preset: Preset) -> EncoderSpec:
     """``spec`` for building a ``random-dit`` preset's UNTRAINED stand-in: a local VAE folder that is
     missing is replaced (loudly) by the VAE of the untrained random tiny pipeline; anything else is kept."""
-    if preset.fallback != "random-dit" or not _is_local(spec.vae) or (
+    if preset.fallback != "random-dit" or not is_local_ref(spec.vae) or (
             Path(spec.vae) / spec.vae_subfolder / "config.json").is_file():
         return spec
     folder = untrained_sd_folder()
