@@ -139,7 +139,8 @@ def _save_outputs(shown: dict) -> dict[str, str]:
             _prune_outputs(root)
             folder = Path(tempfile.mkdtemp(prefix="run-", dir=root))
     except OSError as e:
-        raise gr.Error(f"cannot create an output folder in '{root}': {e.strerror or e}") from None
+        reason = e.strerror or str(e)
+        raise gr.Error(f"cannot create an output folder in '{root}': {reason[:1].lower()}{reason[1:]}") from None
     try:
         return {name: str(images.save_image(img, folder / f"{name}.png")) for name, img in shown.items()}
     except ImageError as e:  # it names the file and the reason (a full disk, ...)

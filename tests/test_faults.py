@@ -369,6 +369,16 @@ def test_app_output_on_a_full_disk_is_a_clear_error_and_no_file(tmp_path, monkey
     assert list(root.iterdir()) == []  # the request's folder is removed with its partial file
 
 
+def test_app_without_a_writable_output_folder_is_a_clear_error(tmp_path, monkeypatch):
+    import app
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(app, "output_root", lambda: tmp_path / "file" / app.OUTPUT_FOLDER)
+    with pytest.raises(app.gr.Error) as info:
+        app.run_paired(PHOTO, "tiny-dit", 2, 2.0, 0, progress=lambda *_a, **_k: None)
+    assert info.value.message == f"cannot create an output folder in '{tmp_path / 'file' / app.OUTPUT_FOLDER}': not a directory"
+
+
 # ---- out of memory ------------------------------------------------------------------------------------
 def _allocate_four_terabytes(*_args, **_kwargs):
     return torch.empty(1 << 42, dtype=torch.uint8)  # a real allocator failure on any machine without 4 TB
