@@ -7,16 +7,22 @@ Run ``python app.py`` (honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT) or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from dit_translate import api, images  # noqa: E402
+from dit_translate import about, api, images, runtime  # noqa: E402
 from dit_translate.images import ImageError  # noqa: E402
-from dit_translate.presets import MODEL_KINDS, PAIRED_KINDS, PresetError, list_presets, load_preset  # noqa: E402
-from dit_translate.store import MissingWeightsError, availability, default_store  # noqa: E402
+from dit_translate.presets import PAIRED_KINDS, PresetError, load_preset  # noqa: E402
+from dit_translate.store import MissingWeightsError, default_store  # noqa: E402
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
     import spaces
@@ -29,9 +35,22 @@ except ImportError:  # pragma: no cover - spaces is in requirements, but keep th
 
 
 MAX_SEED = 2**31 - 1
+MAX_FILE_SIZE = "20mb"
+QUEUE = {"max_size": 16, "default_concurrency_limit": 1}
+"""``demo.queue`` settings of ``main`` (``benchmarks/load.py`` measures the app with them): 16 waiting
+requests at most; each endpoint runs one request at a time (its own ``concurrency_limit``)."""
+OUTPUT_FOLDER = "dit-translate-outputs"
+OUTPUT_MAX_AGE = 3600
+"""Seconds a request's output files are kept (ours in ``output_root()``, Gradio's copies via ``delete_cache``)."""
+OUTPUT_KEEP = 100
+"""At most this many requests' output folders are kept in ``output_root()`` (the newest)."""
+DEFAULT_PRESET, DEFAULT_PAIRED = "tiny", "tiny-dit"
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "examples")
-USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError)
+USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError, runtime.MemoryExhaustedError)
+OUT_OF_MEMORY = ("Out of memory: try a smaller image, fewer steps, fewer methods at once, or a smaller preset "
+                 "(e.g. tiny).")
 METHOD_LABELS = {"sdedit": "SDEdit", "correct": "Correction", "pnp": "PnP"}
+PHOTO_SOURCES = ["upload", "clipboard", "webcam"]
 
 
 def photo_input(**kwargs) -> gr.Image:
@@ -51,33 +70,18 @@ def photo_input(**kwargs) -> gr.Image:
     return component
 
 
-def preset_choices(kinds: tuple[str, ...] = MODEL_KINDS) -> list[tuple[str, str]]:
-    """(label, name) pairs for a preset dropdown, with availability."""
-    out = []
-    for p in list_presets(kinds):
-        a = availability(p)
-        out.append((f"{p.name} — {'available' if a.ok else 'weights missing'}", p.name))
-    return out
-
-
-def preset_banner(name: str) -> str:
-    """Markdown describing the chosen preset, honest about tiny/untrained weights."""
+@contextlib.contextmanager
+def user_errors():
+    """Turn bad input, missing weights and out-of-memory into a clear ``gr.Error``; the app keeps serving."""
     try:
-        p = load_preset(name)
-    except PresetError as e:
-        return f"**Preset error:** {e}"
-    a = availability(p)
-    text = f"**{p.name}**: {p.description} — {a.detail}. Device: `{default_store().device}`."
-    if p.name.startswith("tiny"):
-        text += (
-            "\n\n⚠️ This is the **tiny world**: small models trained on CPU by this project on a handful of "
-            "public-domain photos, at 64 px. It shows how the methods behave, not what they can do at scale. "
-            "For full quality choose `sd15` or `sd21-base` where their weights are available "
-            "(`hf download stable-diffusion-v1-5/stable-diffusion-v1-5`)."
-        )
-        if "UNTRAINED" in a.detail:
-            text += "\n\n⚠️ The tiny-world weights are not trained yet: this runs on **random weights**."
-    return text
+        yield
+    except USER_ERRORS as e:
+        raise gr.Error(str(e)) from None
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not runtime.is_out_of_memory(e):
+            raise
+        runtime.free_memory()
+        raise gr.Error(OUT_OF_MEMORY) from None
 
 
 def _reporter(progress, label: str):
@@ -95,11 +99,65 @@ def _present(image, original):
     return images.restore_aspect(out, original.size, max_side=max(out.size))
 
 
-def _save_output(img, name: str) -> str:
-    import tempfile
+def _require(**knobs) -> None:
+    """Refuse knobs without a value (``None``: a client that sent none); the core validates the rest."""
+    for name, value in knobs.items():
+        if value is None:
+            raise ValueError(f"{name} needs a value, got None")
 
-    folder = tempfile.mkdtemp(prefix="dit-translate-")
-    return str(images.save_image(img, os.path.join(folder, f"{name}.png")))
+
+def output_root() -> Path:
+    """The one folder the app writes its outputs to, under the system temp dir."""
+    return Path(tempfile.gettempdir()) / OUTPUT_FOLDER
+
+
+_outputs_lock = threading.Lock()
+
+
+def _prune_outputs(root: Path) -> None:
+    """Remove request folders older than ``OUTPUT_MAX_AGE`` and all but the newest ``OUTPUT_KEEP - 1`` (room for
+    the next one)."""
+    folders = []
+    for folder in root.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile by another process
+            folders.append((folder.stat().st_mtime, folder))
+    folders.sort(reverse=True)
+    now = time.time()
+    for rank, (mtime, folder) in enumerate(folders):
+        if rank >= OUTPUT_KEEP - 1 or now - mtime > OUTPUT_MAX_AGE:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _save_outputs(shown: dict) -> dict[str, str]:
+    """Save one request's images ``{name: PIL image}`` as ``<name>.png`` in a fresh folder of ``output_root()``
+    (pruned first); their paths, for the galleries, sliders and downloads (Gradio copies files into its
+    cache as they are, without re-encoding). A failure to write is a ``gr.Error`` naming the file."""
+    root = output_root()
+    try:
+        with _outputs_lock:
+            root.mkdir(mode=0o700, exist_ok=True)
+            _prune_outputs(root)
+            folder = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise gr.Error(f"cannot create an output folder in '{root}': {reason[:1].lower()}{reason[1:]}") from None
+    try:
+        return {name: str(images.save_image(img, folder / f"{name}.png")) for name, img in shown.items()}
+    except ImageError as e:  # it names the file and the reason (a full disk, ...)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise gr.Error(str(e)) from None
+
+
+def _table(headers: list[str], rows: list[list], clip: api.ClipScores | None = None) -> dict:
+    """A metrics table for ``gr.Dataframe``, with one column per CLIP score when ``clip`` scored the rows."""
+    columns = {}
+    if clip is not None and clip.model is not None:
+        suffix = about.untrained_suffix(clip.untrained)
+        columns["CLIP text score" + suffix] = clip.text
+        if clip.direction is not None:
+            columns["CLIP direction score" + suffix] = clip.direction
+    return {"headers": [*headers, *columns],
+            "data": [[*row, *(round(c[i], 3) for c in columns.values())] for i, row in enumerate(rows)]}
 
 
 @GPU(duration=120)
@@ -116,30 +174,31 @@ def run_editing(
     inversion_steps: int,
     progress=gr.Progress(),
 ):
-    """SDEdit / correction / PnP side by side: (gallery, metrics rows, downloadable files)."""
+    """SDEdit / correction / PnP side by side: (gallery, metrics table, downloadable files, note)."""
     if image is None:
         raise gr.Error("Upload an image first.")
     if not methods:
         raise gr.Error("Choose at least one method.")
-    try:
+    with user_errors():
+        _require(strength=strength, steps=steps, guidance=guidance, seed=seed, inversion_steps=inversion_steps)
         original = images.load_image(image)
-        gallery, rows, files = [], [], []
+        runs = []
         for method in methods:
             label = METHOD_LABELS[method] + (f" ({variant})" if method == "correct" else "")
             request = api.EditRequest(
-                method=method, prompt=prompt, strength=float(strength), steps=int(steps), guidance=float(guidance),
-                seed=int(seed), variant=variant, inversion_steps=int(inversion_steps),
+                method=method, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
+                variant=variant, inversion_steps=inversion_steps,
             )
             result = api.edit(request, original, preset=preset, progress=_reporter(progress, label))
-            if not gallery:
-                gallery.append((_present(result.extras["source"], original), "Source"))
-            out = _present(result.image, original)
-            gallery.append((out, label))
-            rows.append([label, round(result.seconds, 2), result.nfe, round(result.metrics["ssim_to_source"], 3)])
-            files.append(_save_output(out, method))
-    except USER_ERRORS as e:
-        raise gr.Error(str(e)) from None
-    return gallery, rows, files
+            runs.append((method, label, result))
+        source = runs[0][2].extras["source"]
+        clip = api.clip_scores([r.image for _, _, r in runs], prompt, source, preset=preset)
+    paths = _save_outputs({"source": _present(source, original),
+                           **{method: _present(r.image, original) for method, _, r in runs}})
+    rows = [[label, round(r.seconds, 2), r.nfe, round(r.metrics["ssim_to_source"], 3)] for _, label, r in runs]
+    table = _table(["method", "seconds", "U-Net evals (NFE)", "SSIM to source"], rows, clip)
+    gallery = [(paths["source"], "Source"), *((paths[method], label) for method, label, _ in runs)]
+    return gallery, table, [paths[method] for method, _, _ in runs], about.result_note(runs[0][2], clip)
 
 
 @GPU(duration=180)
@@ -162,27 +221,31 @@ def run_guided(
     symmetric: bool,
     progress=gr.Progress(),
 ):
-    """AGG next to the unguided DDIM result of the same seed: (slider pair, gallery, metrics rows, files)."""
+    """AGG next to the unguided DDIM result of the same seed: (slider pair, gallery, metrics table, files, note)."""
     if image is None:
         raise gr.Error("Upload an image first.")
     text_mode = mode == "text"
     if not text_mode and style_image is None:
         raise gr.Error("Image-guided mode needs a style image.")
-    try:
+    with user_errors():
+        options = dict(skip=skip, edit=edit, eta_edit=eta_edit, lr=lr, inner_steps=inner_steps, reg_weight=reg_weight,
+                       symmetric=symmetric)
+        _require(steps=steps, guidance=guidance, seed=seed, **options)
         original = images.load_image(image)
         request = api.GuideRequest(
             text=text if text_mode else None,
             source_text=(source_text or None) if text_mode else None,
             style_image=None if text_mode else style_image,
-            steps=int(steps), guidance=float(guidance), seed=int(seed),
+            steps=steps, guidance=guidance, seed=seed,
         )
-        options = dict(skip=float(skip), edit=float(edit), eta_edit=float(eta_edit), lr=float(lr),
-                       inner_steps=int(inner_steps), reg_weight=float(reg_weight), symmetric=bool(symmetric))
         result = api.guide(request, original, preset=preset, options=options, progress=_reporter(progress, "AGG"))
-    except USER_ERRORS as e:
-        raise gr.Error(str(e)) from None
-    baseline = result.extras["ddim"]
-    ddim_img, agg_img = _present(baseline.image, original), _present(result.image, original)
+        baseline = result.extras["ddim"]
+        clip = None
+        if text_mode:
+            clip = api.clip_scores([baseline.image, result.image], request.text, result.extras["source"],
+                                   source_text=request.source_text, preset=preset)
+    paths = _save_outputs({"source": _present(result.extras["source"], original),
+                           "ddim": _present(baseline.image, original), "agg": _present(result.image, original)})
     m = result.metrics
     rows = [
         ["DDIM (unguided)", round(baseline.seconds, 2), baseline.nfe, baseline.extras["unet_backwards"],
@@ -190,52 +253,65 @@ def run_guided(
         ["AGG", round(result.seconds, 2), result.nfe, result.extras["unet_backwards"],
          round(m["guidance_loss_agg"], 3), round(m["ssim_to_source"], 3)],
     ]
-    gallery = [(_present(result.extras["source"], original), "Source"), (ddim_img, "DDIM (unguided)"), (agg_img, "AGG")]
-    files = [_save_output(ddim_img, "ddim"), _save_output(agg_img, "agg")]
-    return (ddim_img, agg_img), gallery, rows, files
+    table = _table(["method", "seconds", "U-Net evals (NFE)", "U-Net backprops", "guidance loss", "SSIM to source"],
+                   rows, clip)
+    gallery = [(paths["source"], "Source"), (paths["ddim"], "DDIM (unguided)"), (paths["agg"], "AGG")]
+    pair = (paths["ddim"], paths["agg"])
+    return pair, gallery, table, list(pair), about.result_note(result, clip)
 
 
 @GPU(duration=60)
 def run_paired(image, preset: str, steps: int, guidance: float, seed: int, progress=gr.Progress()):
-    """Paired DiT translation: (before/after slider pair, metrics rows, file)."""
+    """Paired DiT translation: (before/after slider pair, metrics table, file, note)."""
     if image is None:
         raise gr.Error("Upload an image first.")
-    try:
+    with user_errors():
+        _require(steps=steps, guidance=guidance, seed=seed)
         original = images.load_image(image)
-        result = api.translate(original, preset=preset, steps=int(steps), guidance=float(guidance), seed=int(seed),
+        result = api.translate(original, preset=preset, steps=steps, guidance=guidance, seed=seed,
                                progress=_reporter(progress, "DiT"))
-    except USER_ERRORS as e:
-        raise gr.Error(str(e)) from None
-    source, out = _present(result.extras["source"], original), _present(result.image, original)
-    rows = [[result.method, round(result.seconds, 2), result.nfe, round(result.metrics["ssim_to_source"], 3)]]
-    return (source, out), rows, _save_output(out, "paired")
+    paths = _save_outputs({"source": _present(result.extras["source"], original),
+                           "paired": _present(result.image, original)})
+    headers, row = ["model", "seconds", "NFE", "SSIM to source"], [
+        result.method, round(result.seconds, 2), result.nfe, round(result.metrics["ssim_to_source"], 3)]
+    if "clip_to_source" in result.metrics:
+        headers.append("CLIP similarity to source" + about.untrained_suffix(result.extras["clip_untrained"]))
+        row.append(round(result.metrics["clip_to_source"], 3))
+    return (paths["source"], paths["paired"]), _table(headers, [row]), paths["paired"], about.result_note(result)
 
 
 def _seed_row():
     with gr.Row():
         seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
         randomize = gr.Button("Random seed", scale=0)
-    randomize.click(lambda: int.from_bytes(os.urandom(4), "little") % MAX_SEED, None, seed)
+    randomize.click(lambda: int.from_bytes(os.urandom(4), "little") % MAX_SEED, None, seed, api_visibility="private")
     return seed
 
 
-def example_images() -> list[str]:
-    if not os.path.isdir(EXAMPLES_DIR):
-        return []
-    return sorted(
-        os.path.join(EXAMPLES_DIR, f) for f in os.listdir(EXAMPLES_DIR) if f.lower().endswith((".png", ".jpg", ".jpeg"))
-    )
+def example_path(name: str) -> str:
+    return os.path.join(EXAMPLES_DIR, name)
 
 
-def build_demo(default_preset: str = "tiny") -> gr.Blocks:
-    defaults = load_preset(default_preset).defaults
-    examples = example_images()
-    with gr.Blocks(title="dit-translate") as demo:
+def _examples(fn, inputs: list, outputs: list, overrides: list[dict], visible: list, api_name: str) -> None:
+    """Examples from ``assets/examples`` computed on first click and then cached (Gradio's cache folder).
+
+    Each row holds every input: the components' defaults with ``overrides`` ({component: value}) applied,
+    so a cached result always matches the knobs shown.
+    """
+    gr.Examples([[o.get(c, c.value) for c in inputs] for o in overrides], inputs, outputs, fn=fn,
+                cache_examples=True, cache_mode="lazy", visible_columns=[inputs.index(c) for c in visible],
+                api_name=api_name, label="Examples (computed on first click, then cached)")
+
+
+def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
+    defaults, paired_defaults = load_preset(default_preset).defaults, load_preset(DEFAULT_PAIRED).defaults
+    device = str(default_store().device)
+    with gr.Blocks(title="dit-translate", delete_cache=(OUTPUT_MAX_AGE, OUTPUT_MAX_AGE)) as demo:
         gr.Markdown("# dit-translate\nDiffusion image-to-image translation, side by side.")
         with gr.Row():
-            preset = gr.Dropdown(preset_choices(), value=default_preset, label="Preset (model)")
-        banner = gr.Markdown(preset_banner(default_preset))
-        preset.change(preset_banner, preset, banner)
+            preset = gr.Dropdown(about.preset_options(), value=default_preset, label="Preset (model)")
+        banner = gr.Markdown(about.preset_summary(default_preset, device))
+        preset.change(lambda name: about.preset_summary(name, device), preset, banner, api_visibility="private")
 
         with gr.Tab("Paired translation (DiT)"):
             gr.Markdown(
@@ -244,23 +320,28 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
             )
             with gr.Row():
                 with gr.Column():
-                    p_image = photo_input(label="Photo", sources=["upload", "clipboard", "webcam"])
-                    p_preset = gr.Dropdown(preset_choices(PAIRED_KINDS), value="tiny-dit", label="Paired checkpoint")
-                    p_steps = gr.Slider(1, 250, value=25, step=1, label="DDIM steps")
-                    p_guidance = gr.Slider(1.0, 10.0, value=2.0, step=0.25, label="Guidance (CFG)")
+                    p_image = photo_input(label="Photo", sources=PHOTO_SOURCES)
+                    p_preset = gr.Dropdown(about.preset_options(PAIRED_KINDS), value=DEFAULT_PAIRED,
+                                           label="Paired checkpoint")
+                    p_steps = gr.Slider(1, 250, value=paired_defaults.steps, step=1, label="DDIM steps")
+                    p_guidance = gr.Slider(1.0, 10.0, value=paired_defaults.guidance, step=0.25,
+                                           label="Guidance (CFG)")
                     p_seed = _seed_row()
                     p_run = gr.Button("Run", variant="primary")
                 with gr.Column():
-                    p_slider = gr.ImageSlider(label="Photo | translation", type="pil")
+                    p_slider = gr.ImageSlider(label="Photo | translation", type="filepath")
+                    p_note = gr.Markdown()
                     p_table = gr.Dataframe(headers=["model", "seconds", "NFE", "SSIM to source"], label="Metrics",
                                            interactive=False)
                     p_file = gr.File(label="Download")
-            p_banner = gr.Markdown(preset_banner("tiny-dit"))
-            p_preset.change(preset_banner, p_preset, p_banner)
-            p_run.click(run_paired, [p_image, p_preset, p_steps, p_guidance, p_seed], [p_slider, p_table, p_file],
-                        api_name="translate", concurrency_limit=1, time_limit=300)
-            if examples:
-                gr.Examples([[e] for e in examples], [p_image])
+            p_banner = gr.Markdown(about.preset_summary(DEFAULT_PAIRED, device))
+            p_preset.change(lambda name: about.preset_summary(name, device), p_preset, p_banner,
+                            api_visibility="private")
+            p_inputs, p_outputs = [p_image, p_preset, p_steps, p_guidance, p_seed], [p_slider, p_table, p_file, p_note]
+            p_run.click(run_paired, p_inputs, p_outputs, api_name="translate", concurrency_limit=1, time_limit=300)
+            _examples(run_paired, p_inputs, p_outputs,
+                      [{p_image: example_path("coffee.jpg")}, {p_image: example_path("chelsea.jpg")}],
+                      [p_image], "translate_example")
 
         with gr.Tab("SDEdit vs. correction"):
             gr.Markdown(
@@ -270,7 +351,7 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
             )
             with gr.Row():
                 with gr.Column():
-                    image = photo_input(label="Photo", sources=["upload", "clipboard", "webcam"])
+                    image = photo_input(label="Photo", sources=PHOTO_SOURCES)
                     prompt = gr.Textbox(label="Prompt", value="a comic drawing")
                     strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength")
                     steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
@@ -291,16 +372,19 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
                     run = gr.Button("Run", variant="primary")
                 with gr.Column():
                     gallery = gr.Gallery(label="Results", columns=4, height="auto")
+                    note = gr.Markdown()
                     table = gr.Dataframe(
                         headers=["method", "seconds", "U-Net evals (NFE)", "SSIM to source"], label="Metrics",
                         interactive=False,
                     )
                     files = gr.File(label="Download", file_count="multiple")
             inputs = [image, prompt, preset, strength, steps, guidance, seed, methods, variant, inversion_steps]
-            run.click(run_editing, inputs, [gallery, table, files], api_name="edit", concurrency_limit=1,
-                      time_limit=600)
-            if examples:
-                gr.Examples([[e, "a comic drawing"] for e in examples], [image, prompt])
+            outputs = [gallery, table, files, note]
+            run.click(run_editing, inputs, outputs, api_name="edit", concurrency_limit=1, time_limit=600)
+            _examples(run_editing, inputs, outputs,
+                      [{image: example_path("chelsea.jpg")},
+                       {image: example_path("coffee.jpg"), prompt: "a watercolor painting", strength: 0.7}],
+                      [image, prompt, strength], "edit_example")
 
         with gr.Tab("Guided translation (AGG)"):
             gr.Markdown(
@@ -311,11 +395,12 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
             )
             with gr.Row():
                 with gr.Column():
-                    g_image = photo_input(label="Photo", sources=["upload", "clipboard", "webcam"])
+                    g_image = photo_input(label="Photo", sources=PHOTO_SOURCES)
                     g_mode = gr.Radio([("Text-guided", "text"), ("Image-guided", "image")], value="text",
                                       label="Guidance")
                     g_text = gr.Textbox(label="Target text", value="a comic drawing")
-                    g_source_text = gr.Textbox(label="Source text (optional)", placeholder="a photo")
+                    g_source_text = gr.Textbox(label="Source text (optional; adds the CLIP direction score)",
+                                               placeholder="a photo")
                     g_style = photo_input(label="Style image (image-guided)", sources=["upload", "clipboard"])
                     g_steps = gr.Slider(5, 200, value=50, step=1, label="Steps (respaced grid)")
                     g_guidance = gr.Slider(1.0, 15.0, value=defaults.guidance, step=0.5, label="Text CFG")
@@ -330,8 +415,9 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
                         g_symmetric = gr.Checkbox(False, label="Symmetric update (ablation)")
                     g_run = gr.Button("Run", variant="primary")
                 with gr.Column():
-                    g_slider = gr.ImageSlider(label="DDIM (unguided) | AGG", type="pil")
+                    g_slider = gr.ImageSlider(label="DDIM (unguided) | AGG", type="filepath")
                     g_gallery = gr.Gallery(label="Results", columns=3, height="auto")
+                    g_note = gr.Markdown()
                     g_table = gr.Dataframe(
                         headers=["method", "seconds", "U-Net evals (NFE)", "U-Net backprops", "guidance loss",
                                  "SSIM to source"],
@@ -340,30 +426,47 @@ def build_demo(default_preset: str = "tiny") -> gr.Blocks:
                     g_files = gr.File(label="Download", file_count="multiple")
             g_inputs = [g_image, g_mode, g_text, g_source_text, g_style, preset, g_steps, g_guidance, g_seed,
                         g_skip, g_edit, g_eta_edit, g_lr, g_inner, g_reg, g_symmetric]
-            g_run.click(run_guided, g_inputs, [g_slider, g_gallery, g_table, g_files], api_name="guide",
-                        concurrency_limit=1, time_limit=900)
-            if examples:
-                gr.Examples([[e, "text", "a comic drawing"] for e in examples], [g_image, g_mode, g_text])
+            g_outputs = [g_slider, g_gallery, g_table, g_files, g_note]
+            g_run.click(run_guided, g_inputs, g_outputs, api_name="guide", concurrency_limit=1, time_limit=900)
+            _examples(run_guided, g_inputs, g_outputs,
+                      [{g_image: example_path("chelsea.jpg"), g_source_text: "a photo", g_steps: 20},
+                       {g_image: example_path("coffee.jpg"), g_text: "a pencil sketch", g_steps: 20},
+                       {g_image: example_path("chelsea.jpg"), g_mode: "image", g_text: "",
+                        g_style: example_path("coffee.jpg"), g_steps: 20}],
+                      [g_image, g_mode, g_text, g_style, g_steps], "guide_example")
 
-        with gr.Tab("About / models"):
-            gr.Markdown(
-                "**Methods.** SDEdit (Meng et al., ICLR 2022); semantic-discrepancy correction (Yuan et al., "
-                "IEEE/CAA JAS 2025, doi:10.1109/JAS.2024.124800); Plug-and-Play (Tumanyan et al., CVPR 2023); "
-                "Asymmetric Gradient Guidance (Kwon & Ye, arXiv:2306.04396).\n\n"
-                "**NFE** counts U-Net evaluations per image (a classifier-free-guidance step counts 2)."
-            )
+        with gr.Tab("About / models") as about_tab:
+            store_status = gr.Markdown(about.store_status(default_store()))
+            gr.Markdown("## Presets\n" + about.presets_markdown() + "\n\n## Methods\n\n" + about.methods_markdown()
+                        + "\n\n**NFE** counts U-Net evaluations per image (a classifier-free-guidance step counts 2)."
+                        "\n\n## Tiny-world model cards")
+            for title, folder in about.tiny_model_cards():
+                card = about.model_card(folder)
+                with gr.Accordion(title if card else f"{title} — not shipped yet", open=False):
+                    if card is None:
+                        gr.Markdown(f"*Not shipped yet*: `{folder}` holds no model card (the tiny world is being "
+                                    "trained; until it lands the presets fall back to UNTRAINED random weights).")
+                    for part in card or []:
+                        if isinstance(part, str):
+                            gr.Markdown(part)
+                        else:
+                            gr.Image(str(part), label=part.name, interactive=False, show_label=True)
+            about_tab.select(lambda: about.store_status(default_store()), None, store_status, queue=False,
+                             show_progress="hidden", api_visibility="private")
     return demo
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="dit-translate Gradio app")
     parser.add_argument("--host", default=None, help="bind address (default: GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    cache = os.path.join(".gradio", "cached_examples", about.examples_cache_key([DEFAULT_PRESET, DEFAULT_PAIRED]))
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", cache)  # Gradio's own folder, one per weights state
     demo = build_demo()
-    demo.queue(max_size=16, default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, share=args.share, max_file_size="20mb"
+    demo.queue(**QUEUE).launch(
+        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE
     )
 
 

@@ -3,13 +3,18 @@
 Methods themselves (``dit_translate.methods``) take loaded models and tensors; this module does the
 rest once: load and validate the image, fit it to the preset's working size, pick the preset's
 defaults and layer maps, run, and score the result against the source.
+
+Each call holds its model bundle's ``lock`` while it runs (requests from several threads take turns
+on a shared model), and running out of memory (``torch.OutOfMemoryError``, the CPU allocator's
+"can't allocate memory", ``MemoryError``) becomes a ``MemoryExhaustedError`` that says what to
+reduce, after the failed request's tensors are released: the process keeps serving.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -24,10 +29,29 @@ from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
-from dit_translate.runtime import SEED_MAX, make_generator
-from dit_translate.store import Loaded, ModelStore, default_store
+from dit_translate.runtime import SEED_MAX, MemoryExhaustedError, free_memory, is_out_of_memory, make_generator
+from dit_translate.store import Loaded, LoadedPaired, MissingWeightsError, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
+T = TypeVar("T")
+
+
+def _within_memory(what: str, run: Callable[[], T]) -> T:
+    """``run()``, with running out of memory turned into a ``MemoryExhaustedError`` about ``what``.
+
+    The error is raised after the handler has exited, so the failed run's frames and tensors are
+    already released (and the CUDA cache emptied) when the caller sees it.
+    """
+    try:
+        return run()
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    free_memory()
+    raise MemoryExhaustedError(
+        f"not enough memory for {what} ({reason}); try fewer steps, a smaller image or a smaller preset"
+    )
 
 
 @dataclass(frozen=True)
@@ -46,10 +70,10 @@ class EditRequest:
 
 
 def _whole_knobs(**knobs: object) -> dict[str, int | None]:
-    """Validate the integer knobs given before any model loads: ``seed`` in [0, SEED_MAX], the others (step
-    counts) at least 1; ``None`` stays ``None`` (the preset's default)."""
-    return {name: None if value is None else check_int(name, value, *((0, SEED_MAX) if name == "seed" else (1,)))
-            for name, value in knobs.items()}
+    """Validate the integer knobs given before any model loads: ``seed`` in [0, SEED_MAX] (always needed), the
+    others (step counts) at least 1, where ``None`` stays ``None`` (the preset's default)."""
+    return {name: check_int(name, value, 0, SEED_MAX) if name == "seed" else None if value is None
+            else check_int(name, value, 1) for name, value in knobs.items()}
 
 
 def _default(value: Any, default: Any) -> Any:
@@ -83,40 +107,49 @@ def edit(
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise ValueError("a prompt is required: describe the target, e.g. 'a comic drawing'")
     _check_text("the negative prompt", request.negative_prompt)
-    knobs = _whole_knobs(steps=request.steps, inversion_steps=request.inversion_steps, seed=request.seed)
+    request = replace(request, **_whole_knobs(steps=request.steps, inversion_steps=request.inversion_steps,
+                                              seed=request.seed))
     img = images.load_image(image)  # a bad image fails before any model is loaded
-    loaded = (store or default_store()).get(preset, model)
-    source = prepare_source(img, loaded)
+    return _within_memory(f"{request.method} with preset {preset!r}",
+                          lambda: _edit(request, img, (store or default_store()).get(preset, model), progress))
+
+
+def _edit(request: EditRequest, img: Image.Image, loaded: Loaded, progress: Progress | None) -> TranslationResult:
+    with loaded.models.lock:
+        source = prepare_source(img, loaded)
+        result = _run_edit(request, loaded, source, progress)
+    result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
+    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source)
+    return result
+
+
+def _run_edit(request: EditRequest, loaded: Loaded, source: torch.Tensor,
+              progress: Progress | None) -> TranslationResult:
     d = loaded.preset.defaults
     common = dict(
-        steps=_default(knobs["steps"], d.steps),
+        steps=_default(request.steps, d.steps),
         guidance=_default(request.guidance, d.guidance),
         progress=progress,
     )
     if request.method == "pnp":
-        result = pnp(
+        return pnp(
             loaded.models, source, request.prompt,
-            inversion_steps=_default(knobs["inversion_steps"], d.pnp_inversion_steps),
+            inversion_steps=_default(request.inversion_steps, d.pnp_inversion_steps),
             negative_prompt=PNP_NEGATIVE if request.negative_prompt is None else request.negative_prompt,
             strength=1.0 if request.strength is None else request.strength,
             features=loaded.preset.features("pnp", PNP_FEATURES),
             **common,
         )
-    else:
-        kwargs = dict(
-            common,
-            strength=d.strength if request.strength is None else request.strength,
-            negative_prompt=d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
-            seed=knobs["seed"],
-        )
-        if request.method == "sdedit":
-            result = sdedit(loaded.models, source, request.prompt, **kwargs)
-        else:
-            features = loaded.preset.features("correction", CORRECTION_FEATURES)
-            result = correct(loaded.models, source, request.prompt, variant=request.variant, features=features, **kwargs)
-    result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
-    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source)
-    return result
+    kwargs = dict(
+        common,
+        strength=d.strength if request.strength is None else request.strength,
+        negative_prompt=d.negative_prompt if request.negative_prompt is None else request.negative_prompt,
+        seed=request.seed,
+    )
+    if request.method == "sdedit":
+        return sdedit(loaded.models, source, request.prompt, **kwargs)
+    features = loaded.preset.features("correction", CORRECTION_FEATURES)
+    return correct(loaded.models, source, request.prompt, variant=request.variant, features=features, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -160,30 +193,38 @@ def guide(
         raise ValueError("give either a target text or a style image, not both")
     if request.source_text and not text:
         raise ValueError("a source text only applies to text guidance: give a target text too")
-    knobs = _whole_knobs(steps=request.steps, seed=request.seed)
+    request = replace(request, **_whole_knobs(steps=request.steps, seed=request.seed))
     img = images.load_image(image)  # bad images fail before any model is loaded
     style_img = None if request.style_image is None else images.load_image(request.style_image)
-    store = store or default_store()
+    return _within_memory(f"AGG with preset {preset!r}", lambda: _guide(
+        request, text, img, style_img, store or default_store(), preset, model, progress, options))
+
+
+def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.Image | None, store: ModelStore,
+           preset: str, model: str | None, progress: Progress | None, options: Mapping[str, Any] | None,
+           ) -> TranslationResult:
     loaded = store.get(preset, model)
     guidance_models = store.guidance(loaded.preset)
-    source = prepare_source(img, loaded)
-    d = loaded.preset.defaults
-    if text:
-        style = losses.text_guidance(guidance_models.clips(), text, source, request.source_text)
-        prompt, cfg = text, d.guidance if request.guidance is None else request.guidance
-    else:
-        h, w = source.shape[-2:]
-        style = losses.image_guidance(guidance_models.dino(), images.to_tensor(images.resize_to(style_img, (w, h))))
-        prompt, cfg = "", 1.0
-    kwargs = dict(prompt=prompt, guidance=cfg, steps=_default(knobs["steps"], d.steps), seed=knobs["seed"],
-                  progress=progress, **(options or {}))
-    baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
-    result = agg(loaded.models, source, style, **kwargs)
-    for name, r in (("ddim", baseline), ("agg", result)):
-        with torch.no_grad():
-            loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(knobs["seed"]))
-        r.metrics["ssim_to_source"] = metrics.ssim(r.image, source)
-        result.metrics[f"guidance_loss_{name}"] = float(loss)
+    with loaded.models.lock:
+        source = prepare_source(img, loaded)
+        d = loaded.preset.defaults
+        if text:
+            style = losses.text_guidance(guidance_models.clips(), text, source, request.source_text)
+            prompt, cfg = text, d.guidance if request.guidance is None else request.guidance
+        else:
+            h, w = source.shape[-2:]
+            style = losses.image_guidance(guidance_models.dino(),
+                                          images.to_tensor(images.resize_to(style_img, (w, h))))
+            prompt, cfg = "", 1.0
+        kwargs = dict(prompt=prompt, guidance=cfg, steps=_default(request.steps, d.steps), seed=request.seed,
+                      progress=progress, **(options or {}))
+        baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
+        result = agg(loaded.models, source, style, **kwargs)
+        for name, r in (("ddim", baseline), ("agg", result)):
+            with torch.no_grad():
+                loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(request.seed))
+            r.metrics["ssim_to_source"] = metrics.ssim(r.image, source)
+            result.metrics[f"guidance_loss_{name}"] = float(loss)
     result.metrics["ssim_to_source_ddim"] = baseline.metrics["ssim_to_source"]
     result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained,
                          untrained_guidance=sorted(guidance_models.untrained), source=source, ddim=baseline,
@@ -205,18 +246,66 @@ def translate(
     """Paired translation of ``image`` (DiT or pix2pix) with the ``checkpoint`` folder, else ``preset``'s.
 
     The image is fitted to the checkpoint's working size (longer side, aspect kept); ``None`` knobs take the
-    checkpoint's defaults. Adds ``ssim_to_source`` to the metrics and whether the weights are untrained.
+    checkpoint's defaults. Adds ``ssim_to_source`` to the metrics, for a DiT also ``clip_to_source``
+    (``metrics.clip_image_similarity`` with the checkpoint's own CLIP), and whether the weights are untrained.
     """
-    from dit_translate.paired.translate import translate as translate_paired
-
     knobs = _whole_knobs(steps=steps, seed=seed)
     img = images.load_image(image)  # a bad image fails before any model is loaded
-    loaded = (store or default_store()).get_paired(preset, checkpoint)
+    what = f"checkpoint {checkpoint}" if checkpoint else f"preset {preset!r}"
+    return _within_memory(f"paired translation with {what}", lambda: _translate(
+        img, (store or default_store()).get_paired(preset, checkpoint), progress, guidance=guidance, **knobs))
+
+
+def _translate(img: Image.Image, loaded: LoadedPaired, progress: Progress | None, *, steps: int | None,
+               guidance: float | None, seed: int) -> TranslationResult:
+    from dit_translate.paired.translate import translate as translate_paired
+
     models = loaded.models
     source = images.to_tensor(images.to_working_size(img, models.working_size, models.size_multiple))
-    result = translate_paired(models, source, steps=knobs["steps"], guidance=guidance, seed=knobs["seed"],
-                              progress=progress)
+    result = translate_paired(models, source, steps=steps, guidance=guidance, seed=seed, progress=progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
+    if models.clip is not None:  # the DiT's own CLIP (pix2pix has none)
+        result.metrics["clip_to_source"] = metrics.clip_image_similarity(
+            result.image.to(models.device), source.to(models.device), models.clip.embed_image)
     result.extras.update(preset=models.name, untrained=loaded.untrained, clip_untrained=models.clip_untrained,
                          source=source)
     return result
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """CLIP scores of some outputs (see ``clip_scores``); ``model`` is None when no CLIP could be loaded."""
+
+    model: str | None
+    untrained: bool = False
+    text: tuple[float, ...] = ()
+    direction: tuple[float, ...] | None = None
+    missing: str = ""
+
+
+def clip_scores(
+    images: Sequence[torch.Tensor],
+    text: str,
+    source: torch.Tensor,
+    *,
+    source_text: str | None = None,
+    preset: str = "tiny",
+    store: ModelStore | None = None,
+) -> ClipScores:
+    """Score outputs (each (1, 3, H, W) in [-1, 1], one size) with the first CLIP of ``preset``'s guidance.
+
+    ``text``: ``metrics.clip_text_score`` of each image against ``text``; with ``source_text`` also
+    ``metrics.clip_direction_score`` against ``source`` (1, 3, H, W). A preset whose CLIP cannot be
+    loaded (no [guidance] clip, weights missing offline) gives ``ClipScores(None, missing=reason)``.
+    """
+    try:
+        guidance = (store or default_store()).guidance(preset)
+        clip = guidance.clips()[0]
+    except (ValueError, MissingWeightsError) as e:
+        return ClipScores(None, missing=str(e))
+    batch = torch.cat(list(images)).float().to(clip.device)
+    direction = None
+    if source_text:
+        direction = tuple(metrics.clip_direction_score(batch, source.float().to(clip.device), text, source_text, clip))
+    return ClipScores(clip.name, clip.name in guidance.untrained, tuple(metrics.clip_text_score(batch, text, clip)),
+                      direction)

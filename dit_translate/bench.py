@@ -59,7 +59,7 @@ to SDEdit; PnP is at least 10x slower (the paper reports 11.2x against the relea
 
 
 # ---- measurement ------------------------------------------------------------------------------
-def _release_free_memory() -> None:
+def release_free_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc), so RSS baselines are honest."""
     gc.collect()
     if sys.platform.startswith("linux"):
@@ -79,7 +79,7 @@ def memory_method(device: torch.device) -> str:
 @contextmanager
 def peak_memory(device: torch.device, interval: float = 0.01) -> Iterator[Callable[[], int]]:
     """``with peak_memory(dev) as peak: ...; peak()`` gives the peak memory increase in bytes."""
-    _release_free_memory()
+    release_free_memory()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -338,7 +338,7 @@ def run_editing_benchmark(out: Path, quick: bool = False, repeats: int | None = 
         )
         settings.append({**setting, "label": label, "untrained": untrained})
         del models  # free this setting's weights before building the next
-        _release_free_memory()
+        release_free_memory()
     bar.close()
     report = make_report(settings, config, device)
     write_report(report, out)

@@ -1,7 +1,7 @@
 """Command line: ``python -m dit_translate {presets,edit,bench} ...`` (the contract of DESIGN.md).
 
-User errors (bad image, unknown preset, missing weights, out-of-range knobs) exit with status 2 and
-one line on stderr, no traceback.
+User errors (bad image, unknown preset, missing or corrupt weights, out-of-range knobs, not enough
+memory, an output that cannot be written) exit with status 2 and one line on stderr, no traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from dit_translate.files import WriteError
 from dit_translate.images import ImageError
 
-USER_ERRORS = (ImageError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
+USER_ERRORS = (ImageError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, WriteError)
 
 
 def _quiet_libraries() -> None:
@@ -161,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     from dit_translate.presets import PresetError
+    from dit_translate.runtime import MemoryExhaustedError
     from dit_translate.store import MissingWeightsError
 
     try:
         return args.func(args)
-    except (*USER_ERRORS, PresetError, MissingWeightsError) as e:
+    except (*USER_ERRORS, PresetError, MissingWeightsError, MemoryExhaustedError) as e:
         print("error:", *str(e).split(), file=sys.stderr)  # one line, whatever a library put in the message
         return 2
     except KeyboardInterrupt:

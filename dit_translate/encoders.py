@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from dit_translate.presets import LOCAL_DIR, GuidanceSpec, Preset
 from dit_translate.runtime import hub_offline
-from dit_translate.store import UNTRAINED_CACHE, Availability, MissingWeightsError
+from dit_translate.store import UNTRAINED_CACHE, Availability, MissingWeightsError, naming_bad_weights
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,8 @@ def load_clip(spec: str, preset: Preset, device: torch.device | str = "cpu") -> 
     if spec.startswith(LOCAL_DIR):
         folder, untrained = _local(spec, "clip", preset)
         name = LOCAL_DIR + str(folder)
-        model = open_clip.create_model(name, device=device, weights_only=True)
+        with naming_bad_weights(f"guidance CLIP of preset {preset.name!r}", folder):
+            model = open_clip.create_model(name, device=device, weights_only=True)
         return ClipEncoder.from_model(model, open_clip.get_tokenizer(name), spec), untrained
     repo = _clip_repo(spec)
     arch, _, tag = spec.partition("/")
@@ -301,7 +302,8 @@ def load_dino(spec: str, preset: Preset, device: torch.device | str = "cpu") -> 
 
     if spec.startswith(LOCAL_DIR):
         folder, untrained = _local(spec, "dino", preset)
-        model = timm.create_model(LOCAL_DIR + str(folder), pretrained=True)
+        with naming_bad_weights(f"guidance DINO of preset {preset.name!r}", folder):
+            model = timm.create_model(LOCAL_DIR + str(folder), pretrained=True)
         return DinoEncoder.from_model(model.to(device), spec), untrained
     repo = _dino_repo(spec)
     if hub_offline() and not _cached(repo, _TIMM_FILES):

@@ -109,6 +109,29 @@ def clip_image_similarity(a: torch.Tensor, b: torch.Tensor, embed) -> float:
     return float((embed(a) * embed(b)).sum(-1).mean())
 
 
+@torch.no_grad()
+def clip_text_score(images: torch.Tensor, text: str, clip) -> list[float]:
+    """Per image, the cosine in [-1, 1] of its CLIP image embedding with the embedding of ``text``.
+
+    CLIPScore without its 100x scale and clipping at 0. ``images``: (B, 3, H, W) in [-1, 1];
+    ``clip``: an encoder with ``embed_image`` (images in [-1, 1] -> unit-norm (B, D)) and
+    ``embed_text`` (texts -> unit-norm (N, D)), e.g. ``encoders.ClipEncoder``.
+    """
+    return (clip.embed_image(images) @ clip.embed_text([text])[0]).tolist()
+
+
+@torch.no_grad()
+def clip_direction_score(images: torch.Tensor, source: torch.Tensor, text: str, source_text: str, clip) -> list[float]:
+    """Per image, the directional CLIP similarity ``cos(E_I(image) - E_I(source), E_T(text) - E_T(source_text))``.
+
+    In [-1, 1]; 0 for an image equal to the source. ``source``: (1, 3, H, W) in [-1, 1]; ``clip`` as
+    for ``clip_text_score``.
+    """
+    image_change = clip.embed_image(images) - clip.embed_image(source)
+    target, origin = clip.embed_text([text, source_text])
+    return torch.nn.functional.cosine_similarity(image_change, (target - origin)[None], dim=-1).tolist()
+
+
 def fid_kid(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, seed: int = 0) -> dict[str, float]:
     """Frechet and kernel (KID, unbiased) distances of two (N, D) feature sets, via clean-fid's formulas.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 
@@ -38,6 +39,23 @@ def pick_dtype(device: torch.device, prefer: str | None = None) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+"""Lower-case fragments of the messages torch's allocators raise when memory runs out (CUDA, MPS, CPU)."""
+
+
+class MemoryExhaustedError(RuntimeError):
+    """A request needed more memory than the device had; the message names the request and what to reduce
+    (raised by ``api``, which has released the failed run's memory: the process keeps serving)."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocator running out of memory (``torch.OutOfMemoryError``, ``MemoryError``,
+    or a ``RuntimeError`` with an allocator's out-of-memory message)."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MARKERS)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) for reproducible runs."""
     random.seed(seed)
@@ -57,3 +75,10 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
 def hub_offline() -> bool:
     """True when the Hugging Face Hub must not be contacted (``HF_HUB_OFFLINE`` set to a true value)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def free_memory() -> None:
+    """Collect garbage and return cached accelerator memory (after freeing models or an out-of-memory error)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

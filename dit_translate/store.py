@@ -10,15 +10,17 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
+from safetensors import SafetensorError
 
 from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.presets import GuidanceSpec, Preset, resolve_preset
-from dit_translate.runtime import hub_offline, pick_device, pick_dtype
+from dit_translate.runtime import free_memory, hub_offline, is_out_of_memory, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from dit_translate.encoders import Guidance
@@ -40,6 +42,50 @@ UNTRAINED_CACHE = Path.home() / ".cache" / "dit-translate"
 
 class MissingWeightsError(RuntimeError):
     """A preset's weights are neither on disk nor downloadable here."""
+
+
+class CorruptWeightsError(MissingWeightsError):
+    """Weights on disk that cannot be loaded (a truncated or corrupt safetensors file, or files that do not
+    match their config); the message names the file or folder. A ``MissingWeightsError`` too: the weights
+    are not usable here, and the CLI and the app report both the same way."""
+
+
+def unreadable_weights(folder: Path) -> tuple[Path, str] | None:
+    """The first ``*.safetensors`` file under ``folder`` whose header or length is invalid, and why.
+
+    Reads headers only. A safetensors file carries no checksum: flipped bytes inside a tensor's data
+    load without error and cannot be detected here.
+    """
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for every defect
+            return path, str(e)
+    return None
+
+
+@contextmanager
+def naming_bad_weights(what: str, folder: str | Path) -> Iterator[None]:
+    """Turn a failure to load ``what`` from ``folder`` into one ``CorruptWeightsError`` naming the bad file.
+
+    Out-of-memory errors and ``MissingWeightsError`` pass through unchanged.
+    """
+    try:
+        yield
+    except MissingWeightsError:
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        if is_out_of_memory(e):
+            raise
+        bad = unreadable_weights(Path(folder))
+        if bad is not None:
+            detail = f"the weights file {bad[0]} is truncated or corrupt ({bad[1]})"
+        else:
+            detail = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+        raise CorruptWeightsError(f"cannot load {what} from {folder}: {detail}; restore or re-download it") from e
 
 
 @dataclass(frozen=True)
@@ -144,7 +190,7 @@ def resolve_folder(preset: Preset) -> tuple[Path, bool]:
         if _is_model_folder(path):
             return path, False
         if preset.fallback == "random-sd":
-            return _untrained_folder(), True
+            return untrained_sd_folder(), True
         raise MissingWeightsError(
             f"preset {preset.name!r}: model folder {path} does not exist or holds no model "
             f"(no model_index.json/config.json); check the preset's 'model' field or pass --model"
@@ -169,8 +215,9 @@ def resolve_folder(preset: Preset) -> tuple[Path, bool]:
         ) from None
 
 
-def _untrained_folder() -> Path:
-    """A random SD-layout pipeline built once per machine (the ``tiny`` fallback before training)."""
+def untrained_sd_folder() -> Path:
+    """A random SD-layout pipeline built once per machine (the ``tiny`` fallback before training; its VAE
+    also stands in for a ``random-dit`` preset's missing local VAE)."""
     from dit_translate.tiny.random_sd import build_random_sd
 
     folder = UNTRAINED_CACHE / "tiny-untrained"
@@ -233,12 +280,9 @@ class ModelStore:
                     f"preset {p.name!r}: {folder} has no safetensors weights in {', '.join(unsafe)}; pickled "
                     "weights (.bin, .ckpt, .pt) are never loaded: convert them to safetensors"
                 )
-            try:
+            with naming_bad_weights(f"preset {p.name!r}", folder):
                 models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
                                                               name=p.name)
-            except OSError as e:  # a truncated or corrupt weights file
-                reason = str(e).strip()
-                raise MissingWeightsError(f"preset {p.name!r}: cannot load the model in {folder} ({reason})") from None
             loaded = Loaded(p, models, folder, untrained)
             self._current = (key, loaded)
             return loaded
@@ -276,15 +320,26 @@ class ModelStore:
             self._paired = None
             gc.collect()
             folder, untrained = (Path(key[1]), False) if p is None else resolve_paired_folder(p)
-            models = load_paired(folder, self.device, self.dtype)
+            models = load_paired(folder, self.device, self.dtype)  # names a damaged weights file itself
             self._paired = (key, LoadedPaired(p, models, folder, untrained or models.untrained))
             return self._paired[1]
 
+    def loaded(self) -> dict[str, str]:
+        """What is in memory now: ``{"editing": preset, "guidance": preset, "paired": preset or folder}``."""
+        with self._lock:
+            out = {}
+            if self._current is not None:
+                out["editing"] = self._current[0][0]
+            if self._guidance is not None:
+                out["guidance"] = self._guidance[0][0]
+            if self._paired is not None:
+                kind, name = self._paired[0]
+                out["paired"] = name if kind == "checkpoint" else kind
+            return out
+
     def _free(self) -> None:
         self._current = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
 
 
 _default: ModelStore | None = None

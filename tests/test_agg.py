@@ -162,7 +162,8 @@ def test_pixel_model_runs_image_guidance_with_noise_mixing(tmp_path, photo):
     "kwargs,match",
     [
         ({"refine": "adam"}, "refine must be one of"),
-        ({"inner_steps": 0}, "inner_steps must be at least 1"),
+        ({"inner_steps": 0}, "inner_steps must be a whole number at least 1, got 0"),
+        ({"inner_steps": 1.5}, "inner_steps must be a whole number at least 1, got 1.5"),
         ({"skip": 1.5}, "skip must be in"),
         ({"eta_edit": -0.1}, "eta_edit must be in"),
         ({"lr": 0.0}, "lr must be in"),

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -182,7 +183,8 @@ class TestKnobs:
         ({"skip": NAN}, "skip must be in"),
         ({"eta_edit": INF}, "eta_edit must be in"),
         ({"lr": 0.0}, r"lr must be in \(0.0"),
-        ({"inner_steps": 0}, "inner_steps must be at least 1"),
+        ({"inner_steps": 0}, "inner_steps must be a whole number at least 1, got 0"),
+        ({"inner_steps": NAN}, "inner_steps must be a whole number at least 1, got nan"),
         ({"reg_weight": NAN}, "reg_weight must be in"),
         ({"reg_weight": -1.0}, "reg_weight must be in"),
         ({"range_weight": INF}, "range_weight must be in"),
@@ -195,6 +197,7 @@ class TestKnobs:
     @pytest.mark.parametrize(("request_kw", "message"), [
         ({"text": "a comic", "steps": 0}, "steps must be a whole number at least 1, got 0"),
         ({"text": "a comic", "seed": NAN}, "seed must be a whole number in"),
+        ({"text": "a comic", "seed": None}, "seed must be a whole number in"),
         ({"text": "a comic", "guidance": NAN}, r"guidance must be in \[0.0, 100.0\], got nan"),
         ({"text": "  "}, "AGG needs a target"),
         ({"text": "a comic", "source_text": 3}, "the source text must be text, got int"),
@@ -655,26 +658,48 @@ class TestAppHandlers:
             app.run_paired(photo(), "tiny", 2, 2.0, 0, progress=_no_progress)
 
     def test_long_prompt_works(self, app):
-        gallery, rows, files = _run_editing(app, photo(), prompt=LONG_PROMPT + "🐱")
-        assert [caption for _, caption in gallery] == ["Source", "SDEdit"] and rows[0][2] == 2
+        gallery, table, files, _ = _run_editing(app, photo(), prompt=LONG_PROMPT + "🐱")
+        assert [caption for _, caption in gallery] == ["Source", "SDEdit"] and table["data"][0][2] == 2
         assert all(Path(f).is_file() for f in files)
 
-    @pytest.mark.xfail(strict=True, reason="app.py: run_editing/run_guided/run_paired call int()/float() on the knobs "
-                       "before the core sees them; int(nan) -> ValueError 'cannot convert float NaN to integer' "
-                       "(no knob named), int(inf) -> OverflowError and int(None) -> TypeError (not gr.Error). Fix: "
-                       "pass the values through unconverted (api.EditRequest/GuideRequest/translate validate and "
-                       "name them)")
     @pytest.mark.parametrize(("knob", "value"), [("seed", NAN), ("seed", INF), ("steps", None), ("steps", NAN)])
     def test_non_numbers_name_the_knob(self, app, knob, value):
+        """The handlers pass the knobs through unconverted: the core names the bad one (int(nan) in the
+        handler gave 'cannot convert float NaN to integer', int(None) a TypeError)."""
         with pytest.raises(app.gr.Error) as info:
             _run_editing(app, photo(), **{knob: value})
-        assert knob in error_message(info.value)
+        assert error_message(info.value).startswith(f"{knob} ")
 
-    @pytest.mark.xfail(strict=True, reason="app.py: _save_output makes a tempfile.mkdtemp folder per output image "
-                       "and never removes it (every run leaks files into TMPDIR; gr.Blocks has no delete_cache). "
-                       "Fix: write outputs under one app-owned folder pruned to a bounded size (or return the PIL "
-                       "images and let gradio cache them) and pass delete_cache=(3600, 3600) to gr.Blocks")
-    def test_outputs_do_not_pile_up_in_tmp(self, app, app_tmp):
-        for _ in range(2):
-            _run_editing(app, photo())
-        assert list(app_tmp.iterdir()) == []
+    @pytest.mark.parametrize(("handler", "knob", "value"), [
+        ("guide", "inner_steps", NAN), ("guide", "lr", None), ("guide", "seed", INF),
+        ("translate", "steps", NAN), ("translate", "seed", None)])
+    def test_non_numbers_name_the_knob_on_every_tab(self, app, handler, knob, value):
+        with pytest.raises(app.gr.Error) as info:
+            if handler == "guide":
+                _run_guided(app, photo(), **{knob: value})
+            else:
+                app.run_paired(photo(), "tiny-dit", **{"steps": 2, "guidance": 2.0, "seed": 0, knob: value},
+                               progress=_no_progress)
+        assert error_message(info.value).startswith(f"{knob} ")
+
+    def test_outputs_stay_in_one_pruned_folder(self, app, app_tmp, monkeypatch):
+        """Outputs go to one app folder in TMPDIR (a folder per request, not one per image left forever):
+        at most ``OUTPUT_KEEP`` request folders, none older than ``OUTPUT_MAX_AGE``; Gradio's own copies
+        are deleted on the same schedule."""
+        monkeypatch.setattr(app, "OUTPUT_KEEP", 2)
+        runs = []
+        for _ in range(3):
+            gallery, _, files, _ = _run_editing(app, photo())
+            shown = [Path(path) for path, _ in gallery]
+            assert len({p.parent for p in shown}) == 1 and files == [str(shown[1])]
+            runs.append(shown[0].parent)
+        root = app_tmp / app.OUTPUT_FOLDER
+        assert list(app_tmp.iterdir()) == [root]
+        assert sorted(root.iterdir()) == sorted(runs[1:])  # the oldest request's folder was pruned
+        assert sorted(p.name for p in runs[2].iterdir()) == ["sdedit.png", "source.png"]
+        old = time.time() - app.OUTPUT_MAX_AGE - 60
+        for folder in runs[1:]:
+            os.utime(folder, (old, old))
+        gallery, *_ = _run_editing(app, photo())
+        assert list(root.iterdir()) == [Path(gallery[0][0]).parent]  # both aged folders pruned
+        assert app.build_demo().delete_cache == (app.OUTPUT_MAX_AGE, app.OUTPUT_MAX_AGE)

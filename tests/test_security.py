@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import torch
 from test_paired_support import tiny_clip, write_preset  # noqa: F401 - fixture
 
 from dit_translate.cli import main
-from dit_translate.store import ALLOW_PATTERNS, IGNORE_PATTERNS, MissingWeightsError, ModelStore
+from dit_translate.store import ALLOW_PATTERNS, IGNORE_PATTERNS, CorruptWeightsError, MissingWeightsError, ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "dit_translate").rglob("*.py")) + [ROOT / "app.py"]
@@ -215,7 +216,8 @@ def test_corrupt_safetensors_is_a_clear_error(tmp_path, random_sd_folder):
     shutil.copytree(random_sd_folder, folder)
     weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:2000])
-    with pytest.raises(MissingWeightsError, match="cannot load the model in"):
+    with pytest.raises(CorruptWeightsError, match=rf"cannot load preset 'tiny' from .*: the weights file "
+                                                   rf"{re.escape(str(weights))} is truncated or corrupt"):
         ModelStore("cpu").get("tiny", model=str(folder))
 
 
@@ -310,9 +312,15 @@ def test_uploaded_files_work_and_outputs_are_served(server):
     path = _upload(url, _photo_bytes(), "chelsea.jpg").json()[0]
     reply = _call(url, "edit", _edit_args({"path": path, "meta": {"_type": "gradio.FileData"}}))
     assert reply["event"] == "complete"
-    gallery, _, files = reply["data"]
+    gallery, _, files, _ = reply["data"]
     assert [item["caption"] for item in gallery] == ["Source", "SDEdit"]
-    assert httpx.get(files[0]["url"], timeout=60).status_code == 200
+    served = httpx.get(files[0]["url"], timeout=60)
+    assert served.status_code == 200
+    import app  # the file the app wrote, in its own output folder, is not served itself: only gradio's copy is
+
+    originals = [p for p in app.output_root().glob("run-*/sdedit.png") if p.read_bytes() == served.content]
+    assert originals and all(httpx.get(f"{url}gradio_api/file={p}", timeout=60).status_code in (403, 404)
+                             for p in originals)
 
 
 @pytest.mark.parametrize("target", ["app.py", "presets/tiny.toml", "assets/examples/chelsea.jpg", "/etc/hostname",

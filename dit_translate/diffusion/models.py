@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,9 @@ class DiffusionModels:
     Latent models (Stable Diffusion layout) have a ``vae``; pixel models (``UNet2DModel``, DDPM/ADM
     family) have ``vae=None`` and work on images directly. Images are (B, 3, H, W) in [-1, 1].
     ``scheduler`` is always a ``DDIMScheduler`` built from the checkpoint's scheduler config.
+    ``lock`` serialises requests on one bundle across threads (``api`` holds it for each request):
+    the methods patch the shared U-Net while they run (feature hooks, attention processors), so a
+    concurrent pass would read or write another request's features.
     """
 
     unet: torch.nn.Module
@@ -31,6 +35,7 @@ class DiffusionModels:
     tokenizer: object | None = None
     name: str = "model"
     _prompt_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def from_pipeline_folder(

@@ -31,7 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from dit_translate.diffusion.ddim import EpsFn, Steps, ddim_invert, ddim_sigma, ddim_update, predict_x0
 from dit_translate.diffusion.denoiser import Denoiser
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
+from dit_translate.methods.common import Progress, TranslationResult, check_int, check_range, step_reporter, timed
 from dit_translate.methods.losses import StyleLoss, noise_mix, range_loss, structure_loss
 from dit_translate.runtime import make_generator
 
@@ -229,8 +229,7 @@ def agg(
     check_range("lr", lr, 0.0, 1.0, low_open=True)
     check_range("reg_weight", reg_weight, 0.0, 1e6)
     check_range("range_weight", range_weight, 0.0, 1e6)
-    if inner_steps < 1:
-        raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
+    inner_steps = check_int("inner_steps", inner_steps, 1)
     mix = not models.is_latent if mix is None else mix
     if mix and models.is_latent:
         raise ValueError("mix=True (noise-mixed scoring) needs a pixel model: latents cannot be mixed with images")

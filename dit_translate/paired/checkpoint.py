@@ -11,15 +11,14 @@ A checkpoint folder (what ``train --out`` writes and ``translate``/``eval --chec
 
 Training state is any nest of dicts/lists/tuples/scalars/tensors (model, EMA, optimizer and scheduler
 state dicts, RNG): tensors become safetensors entries, the rest a JSON skeleton in the file's metadata
-(dict keys keep their int/str type, so optimizer states load back). Writes go to a temporary file
-that replaces the target with ``os.replace``.
+(dict keys keep their int/str type, so optimizer states load back). Every file is written atomically
+(``dit_translate.files``): a temporary name, then ``os.replace``; a killed save leaves the previous
+state loadable.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dit_translate.files import atomic_write, staged_folder, write_text_atomic
 from dit_translate.paired.config import PairedSpec, is_local_ref, parse_paired
 from dit_translate.presets import LOCAL_DIR, Preset
 
@@ -41,18 +41,6 @@ SCHEDULER_DIR = "scheduler"
 
 class CheckpointError(ValueError):
     """A folder that is not a (complete) paired checkpoint; the message names it and what is missing."""
-
-
-# ---- atomic files ------------------------------------------------------------------------------
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = _tmp_name(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---- training state ----------------------------------------------------------------------------
@@ -88,9 +76,8 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, tensors)
-    tmp = _tmp_name(path)
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(skeleton)})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT,
+                                                                       "state": json.dumps(skeleton)}))
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
@@ -157,12 +144,17 @@ def share_encoders(folder: str | Path, vae: str, clip: str) -> None:
 
 
 def copy_local_encoders(spec: PairedSpec, folder: Path, clip_spec: str | None) -> None:
-    """Copy the local VAE and the local CLIP folder actually used (``clip_spec``) into ``folder``, once."""
+    """Copy the local VAE and the local CLIP folder actually used (``clip_spec``) into ``folder``, once
+    (each copy is made under a temporary name and renamed when complete)."""
     enc = spec.encoders
-    if is_local_ref(enc.vae) and not (folder / "vae").exists():
-        shutil.copytree(Path(enc.vae) / enc.vae_subfolder, folder / "vae")
-    if clip_spec is not None and clip_spec.startswith(LOCAL_DIR) and not (folder / "clip").exists():
-        shutil.copytree(Path(clip_spec[len(LOCAL_DIR):]), folder / "clip")
+    copies = {}
+    if is_local_ref(enc.vae):
+        copies["vae"] = Path(enc.vae) / enc.vae_subfolder
+    if clip_spec is not None and clip_spec.startswith(LOCAL_DIR):
+        copies["clip"] = Path(clip_spec[len(LOCAL_DIR):])
+    for name, source in copies.items():
+        if not (folder / name).exists():
+            atomic_write(folder / name, lambda tmp, source=source: shutil.copytree(source, tmp))
 
 
 def checkpoint_defaults(preset: Preset) -> dict[str, Any]:
@@ -191,14 +183,11 @@ def write_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     copy_local_encoders(spec, folder, clip_spec)
-    staging = folder / f".{MODEL_DIR}.{secrets.token_hex(4)}.tmp"
-    net.save_pretrained(staging, safe_serialization=True)
-    (folder / MODEL_DIR).mkdir(exist_ok=True)
-    for f in staging.iterdir():
-        os.replace(f, folder / MODEL_DIR / f.name)
-    staging.rmdir()
+    with staged_folder(folder / MODEL_DIR) as staging:
+        net.save_pretrained(staging, safe_serialization=True)
     if scheduler is not None:
-        scheduler.save_pretrained(folder / SCHEDULER_DIR)
+        with staged_folder(folder / SCHEDULER_DIR) as staging:
+            scheduler.save_pretrained(staging)
     meta = {
         "format": FORMAT,
         "version": VERSION,

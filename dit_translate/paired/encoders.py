@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from dit_translate.encoders import ClipEncoder, build_random_clip, load_clip
-from dit_translate.paired.config import EncoderSpec
+from dit_translate.paired.config import EncoderSpec, is_local_ref
 from dit_translate.presets import LOCAL_DIR, GuidanceSpec, Preset
-from dit_translate.store import UNTRAINED_CACHE, MissingWeightsError
+from dit_translate.store import UNTRAINED_CACHE, MissingWeightsError, naming_bad_weights, untrained_sd_folder
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ def load_vae(ref: str, subfolder: str = "") -> nn.Module | None:
     from diffusers import AutoencoderKL
 
     where = f"{ref}/{subfolder}" if subfolder else ref
-    if ref.startswith((".", "/", "~")) and not (Path(ref) / subfolder / "config.json").is_file():
-        raise MissingWeightsError(f"VAE folder {where} is missing or has no config.json")
+    if is_local_ref(ref):
+        if not (Path(ref) / subfolder / "config.json").is_file():
+            raise MissingWeightsError(f"VAE folder {where} is missing or has no config.json")
+        with naming_bad_weights("the VAE", Path(ref) / subfolder):
+            return AutoencoderKL.from_pretrained(ref, subfolder=subfolder or None, use_safetensors=True)
     try:
         return AutoencoderKL.from_pretrained(ref, subfolder=subfolder or None, use_safetensors=True)
     except (OSError, ValueError) as e:
@@ -81,6 +84,18 @@ def load_vae(ref: str, subfolder: str = "") -> nn.Module | None:
             f"VAE {where!r} could not be loaded ({type(e).__name__}); if it is not in the Hugging Face cache, "
             f"run `hf download {ref}` where the network is available"
         ) from None
+
+
+def fallback_encoders(spec: EncoderSpec, preset: Preset) -> EncoderSpec:
+    """``spec`` for building a ``random-dit`` preset's UNTRAINED stand-in: a local VAE folder that is
+    missing is replaced (loudly) by the VAE of the untrained random tiny pipeline; anything else is kept."""
+    if preset.fallback != "random-dit" or not is_local_ref(spec.vae) or (
+            Path(spec.vae) / spec.vae_subfolder / "config.json").is_file():
+        return spec
+    folder = untrained_sd_folder()
+    log.warning("preset %r: VAE folder %s is missing: using the UNTRAINED random VAE of %s",
+                preset.name, Path(spec.vae) / spec.vae_subfolder, folder)
+    return dataclasses.replace(spec, vae=str(folder), vae_subfolder="vae")
 
 
 def _has_clip(folder: Path) -> bool:

@@ -20,7 +20,7 @@ import torch
 
 from dit_translate import metrics
 from dit_translate.methods.common import timed
-from dit_translate.paired.checkpoint import write_text_atomic
+from dit_translate.files import write_text_atomic
 from dit_translate.paired.data import PairedDataset
 from dit_translate.paired.translate import DEFAULT_GUIDANCE, DEFAULT_STEPS, PairedModels, translate_batch
 

@@ -39,6 +39,7 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from dit_translate.diffusion.ddim import Schedule, predict_x0
+from dit_translate.files import remove_stale_temps, trim_csv_log, write_text_atomic
 from dit_translate.images import save_image, to_pil
 from dit_translate.metrics import load_lpips
 from dit_translate.paired.checkpoint import STATE_FILE, checkpoint_defaults, load_state, save_state, write_checkpoint
@@ -156,11 +157,7 @@ class LossLog:
 
     def __init__(self, path: Path, step: int) -> None:
         self.path = path
-        rows = list(csv.reader(path.open())) if path.exists() else []
-        rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows(rows)
-        self.header = rows[0] if rows else None
+        self.header = trim_csv_log(path, step)
 
     def write(self, values: dict[str, float]) -> None:
         with self.path.open("a", newline="") as f:
@@ -264,7 +261,9 @@ def train(
     resumed_from = step
     if main:
         (out / "samples").mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps({**record, "preset": preset.name}, indent=2))
+        for folder in (out, out / "samples"):
+            remove_stale_temps(folder)  # what a killed save left
+        write_text_atomic(out / "run.json", json.dumps({**record, "preset": preset.name}, indent=2))
     grid_pairs = _grid_pairs(data, preset, accelerator.device)
     sampler = PairSampler(len(dataset), t.batch_size, t.seed, start=step * t.grad_accum,
                           rank=accelerator.process_index, world=accelerator.num_processes)

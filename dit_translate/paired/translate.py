@@ -7,6 +7,7 @@ DDIM runs through ``dit_translate.diffusion.ddim`` (the project's one DDIM imple
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,10 +36,11 @@ from dit_translate.paired.checkpoint import (
 )
 from dit_translate.paired.config import DiffusionSpec, PairedSpec
 from dit_translate.paired.dit import PairedDiT
-from dit_translate.paired.encoders import LatentCodec, load_clip_tower, load_dit_encoders, load_vae
+from dit_translate.paired.encoders import LatentCodec, fallback_encoders, load_clip_tower, load_dit_encoders, load_vae
 from dit_translate.paired.pix2pix import UNetGenerator
 from dit_translate.presets import Preset
 from dit_translate.runtime import make_generator
+from dit_translate.store import naming_bad_weights
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +160,13 @@ class PairedModels:
 
 
 def _load_net(cls: type[torch.nn.Module], folder: Path, dtype: torch.dtype) -> torch.nn.Module:
-    """The network of a checkpoint folder, from safetensors only (``CheckpointError`` otherwise)."""
+    """The network of a checkpoint folder, from safetensors only (``CheckpointError`` otherwise); damaged
+    weights are a ``CorruptWeightsError`` naming the file."""
     if not any((folder / MODEL_DIR).glob("*.safetensors")):
         raise CheckpointError(f"checkpoint {folder}: {MODEL_DIR}/ holds no safetensors weights; pickled weights "
                               "(.bin, .ckpt, .pt) are never loaded")
-    try:
+    with naming_bad_weights("the paired checkpoint", folder):  # a truncated or corrupt weights file
         return cls.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype, use_safetensors=True)
-    except OSError as e:  # a truncated or corrupt weights file
-        raise CheckpointError(f"checkpoint {folder}: cannot load {MODEL_DIR}/ ({str(e).strip()})") from None
 
 
 def load_paired(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -199,6 +200,7 @@ def build_untrained(preset: Preset, root: Path) -> Path:
     if (folder / META_FILE).is_file():
         return folder
     log.warning("preset %r has no trained checkpoint: building an UNTRAINED random DiT at %s", preset.name, folder)
+    spec = dataclasses.replace(spec, encoders=fallback_encoders(spec.encoders, preset))
     encoders = load_dit_encoders(spec.encoders, preset)
     with torch.random.fork_rng():
         torch.manual_seed(0)

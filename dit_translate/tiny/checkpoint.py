@@ -3,13 +3,13 @@
 Tensors (model weights, optimizer moments, EMA shadows, the torch RNG state) are safetensors
 entries; everything else (step, optimizer hyper-parameters, EMA counters) is JSON stored in the
 file's metadata. The file is written to a temporary name and moved into place with
-``os.replace``, so a crash never leaves a half-written checkpoint. No pickle is involved.
+``os.replace`` (``dit_translate.files.atomic_write``), so a crash never leaves a half-written
+checkpoint. No pickle is involved.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import torch
 from diffusers.training_utils import EMAModel
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from dit_translate.files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -65,9 +67,7 @@ def save_checkpoint(
         for i, shadow in enumerate(ema_state.pop("shadow_params")):
             tensors[f"ema.{i}"] = shadow.detach().cpu().contiguous()
         meta["ema"] = ema_state
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)}))
 
 
 def load_checkpoint(

@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from dit_translate.files import remove_stale_temps, trim_csv_log, write_text_atomic
 from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, step_generator
 
 StepFn = Callable[[torch.nn.Module, torch.Generator], dict[str, torch.Tensor]]
@@ -63,11 +64,13 @@ class TrainLoop:
         if ema_parameters is not None:
             self.ema = EMAModel(ema_parameters, decay=ema_decay, use_ema_warmup=True, power=0.75)
         self.step, self.seconds = 0, 0.0
+        if self.accelerator.is_main_process:
+            remove_stale_temps(self.work)  # what a killed save left
         if self.checkpoint_path.exists():
             meta = load_checkpoint(self.checkpoint_path, model, optimizer, self.ema)
             self.step, self.seconds = meta["step"], meta["extra"].get("seconds", 0.0)
         if self.accelerator.is_main_process:
-            (self.work / "train_config.json").write_text(json.dumps(config, indent=2))
+            write_text_atomic(self.work / "train_config.json", json.dumps(config, indent=2))
         self.unwrapped, self.raw_optimizer = model, optimizer
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.ema is not None:
@@ -93,15 +96,9 @@ class TrainLoop:
     def _open_log(self) -> tuple:
         """Open ``loss.csv`` for appending, dropping rows logged after the resumed checkpoint."""
         path = self.work / "loss.csv"
-        rows = []
-        if path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.reader(f)]
-            rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= self.step]
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows(rows)
+        header = trim_csv_log(path, self.step)
         handle = path.open("a", newline="")
-        return handle, csv.writer(handle), bool(rows)
+        return handle, csv.writer(handle), header is not None
 
     def run(self, step_fn: StepFn) -> None:
         """Run optimizer steps ``self.step .. self.steps - 1``, logging and checkpointing."""
