@@ -454,6 +454,40 @@ def agg_comparison(store=None, text: str = "a comic drawing", seeds: tuple[int, 
     return out
 
 
+EXAMPLE_COLUMNS = ("photo", "DiT (tiny-dit)", "SDEdit", "correction", "AGG")
+
+
+def example_grid(examples: str | Path, out: str | Path, prompt: str = "a comic drawing", seed: int = 0,
+                 store=None, tile: int = 192) -> Path:
+    """What the app gives for its example photos (``examples/*.jpg``) with the default presets and knobs:
+    one row per photo, columns ``EXAMPLE_COLUMNS`` (``prompt`` for the text-driven methods), each tile
+    ``tile`` px wide with a caption row on top. Saved as a PNG at ``out``."""
+    from dit_translate import images
+    from dit_translate.api import EditRequest, GuideRequest, edit, guide, translate
+    from dit_translate.store import default_store
+
+    store = store or default_store()
+    rows = []
+    for path in sorted(Path(examples).glob("*.jpg")):
+        photo = images.load_image(path)
+        results = [translate(photo, store=store, seed=seed),
+                   edit(EditRequest("sdedit", prompt, seed=seed), photo, store=store),
+                   edit(EditRequest("correct", prompt, seed=seed), photo, store=store),
+                   guide(GuideRequest(text=prompt, seed=seed), photo, store=store)]
+        rows.append([photo] + [images.to_pil(r.image[0]) for r in results])
+    height = round(tile * rows[0][0].height / rows[0][0].width)
+    head = 20
+    grid = Image.new("RGB", (tile * len(EXAMPLE_COLUMNS), head + height * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, name in enumerate(EXAMPLE_COLUMNS):
+        draw.text((j * tile + 4, 4), name, fill="black")
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            grid.paste(img.resize((tile, height), Image.LANCZOS), (j * tile, head + i * height))
+    grid.save(out)
+    return Path(out)
+
+
 def write_world_card(root: str | Path = "assets/tiny") -> Path:
     """Measure every held-out quality figure of the tiny world and write ``root/README.md`` + ``root/eval.json``.
 
@@ -476,6 +510,7 @@ def write_world_card(root: str | Path = "assets/tiny") -> Path:
     results = {"vae_psnr_db": psnr, "clip_style_retrieval": retrieval, "dit_vs_sdedit": dit,
                "sdedit_vs_correction": editing, "agg_vs_ddim": guided}
     (root / "eval.json").write_text(json.dumps(results, indent=2))
+    example_grid(root.parent / "examples", root / "examples.png")
     mean_psnr = float(np.mean(list(psnr.values())))
     edit_rows = "\n".join(
         f"| {s} | {r['sdedit']['ssim']:.3f} | {r['correct']['ssim']:.3f} | {r['sdedit']['clip']:.3f} | {r['correct']['clip']:.3f} |"
@@ -491,6 +526,10 @@ of the real models. They are **toys** (64 px, 14 training photos, synthetic styl
 | `sd/` | Stable-Diffusion-layout pipeline (VAE, CLIP text encoder, U-Net, DDIM) | preset `tiny`: SDEdit, correction, PnP, AGG | [sd/README.md](sd/README.md) |
 | `clip/` | open_clip model (local-dir layout) | AGG's losses, the DiT's conditioning, CLIP metrics | [clip/README.md](clip/README.md) |
 | `dit/` | CLIP-conditioned paired DiT, photo -> comic | preset `tiny-dit`: paired translation | [dit/README.md](dit/README.md) |
+
+## The app's example photos, default knobs
+
+![examples](examples.png)
 
 ## Held-out quality (photos {", ".join(HELD_OUT)}, never trained on)
 Measured by `python -m dit_translate.tiny report`; the behaviour tests (`tests/test_tiny_world.py`)
