@@ -19,7 +19,6 @@ preset's guidance architecture). Writes agg.json, agg.md and agg.png into --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from dit_translate.bench import chelsea, machine_info, machine_summary, memory_method, peak_memory, sd15_size_models  # noqa: E402
+from dit_translate.bench import (  # noqa: E402
+    chelsea, machine_info, machine_summary, memory_method, peak_memory, sd15_size_models, write_results)
 from dit_translate.methods.agg import agg  # noqa: E402
 from dit_translate.methods.losses import StyleLoss, text_guidance  # noqa: E402
 
@@ -159,7 +159,7 @@ def run(out: Path, *, quick: bool, steps: int, inner_steps: list[int], repeats: 
                              "interleaved round by round; CPU = this process's CPU seconds (robust to other load)"},
         "settings": settings,
     }
-    write(report, out)
+    write_results(report, out, "agg", markdown, plot)
     return report
 
 
@@ -234,13 +234,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.margins(y=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.savefig(path, dpi=120)
-
-
-def write(report: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "agg.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "agg.md").write_text(markdown(report))
-    plot(report, out / "agg.png")
 
 
 def main() -> None:

@@ -273,10 +273,9 @@ def main() -> None:
         print(json.dumps(_worker(json.loads(args.worker))))
         return
     report = run(args.sizes.split(","), args.rounds, args.batch, args.sample_batch, args.steps, args.iters)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "dit.json").write_text(json.dumps(report, indent=2))
-    (args.out / "dit.md").write_text(markdown(report))
-    plot(report, args.out / "dit.png")
+    from dit_translate.bench import write_results
+
+    write_results(report, args.out, "dit", markdown, plot)
     print(markdown(report), end="")
 
 

@@ -20,7 +20,6 @@ and finally one more request, which must be answered. Writes load.json, load.md 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np  # noqa: E402
 
 from dit_translate import loadtest  # noqa: E402
-from dit_translate.bench import machine_info, machine_summary, release_free_memory  # noqa: E402
+from dit_translate.bench import machine_info, machine_summary, release_free_memory, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = [str(ROOT / "assets" / "examples" / name) for name in ("chelsea.jpg", "coffee.jpg")]
@@ -207,16 +206,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_report(report: dict[str, Any], out: Path, name: str = "load") -> dict[str, Path]:
-    """Write ``name``.json, .md and .png into ``out``; return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out / f"{name}.{ext}" for ext in ("json", "md", "png")}
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["md"].write_text(markdown(report))
-    plot(report, paths["png"])
-    return paths
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
@@ -229,7 +218,7 @@ def main() -> None:
     parser.add_argument("--name", default="load", help="file name stem of the results (default: load)")
     args = parser.parse_args()
     report = run(args.clients, args.requests, args.burst, args.timeout, args.max_minutes, args.rss_bound_mb)
-    paths = write_report(report, args.out, args.name)
+    paths = write_results(report, args.out, args.name, markdown, plot)
     print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
 

@@ -456,12 +456,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write ``editing.json``, ``editing.md`` and ``editing.png`` into ``out``; return their paths."""
+def write_results(report: dict[str, Any], out: str | Path, name: str,
+                  to_markdown: Callable[[dict[str, Any]], str],
+                  to_plot: Callable[[dict[str, Any], Path], None]) -> dict[str, Path]:
+    """Write a benchmark's ``name``.json, .md (``to_markdown(report)``) and .png (``to_plot(report, path)``)
+    into ``out``; return their paths by extension."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out / f"editing.{ext}" for ext in ("json", "md", "png")}
+    paths = {ext: out / f"{name}.{ext}" for ext in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["md"].write_text(markdown(report))
-    plot(report, paths["png"])
+    paths["md"].write_text(to_markdown(report))
+    to_plot(report, paths["png"])
     return paths
+
+
+def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write ``editing.json``, ``editing.md`` and ``editing.png`` into ``out``; return their paths."""
+    return write_results(report, out, "editing", markdown, plot)
