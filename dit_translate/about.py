@@ -77,7 +77,7 @@ def methods_markdown() -> str:
 
 # ---- presets and honest labels ------------------------------------------------------------------
 def is_tiny(name: str) -> bool:
-    """True for the tiny world's presets (64 px toy models trained on CPU by this project)."""
+    """True for the tiny world's presets (toy models trained on 64 px crops on CPU by this project)."""
     return name.startswith("tiny")
 
 
@@ -110,8 +110,9 @@ def preset_summary(name: str, device: str) -> str:
     a = availability(p)
     text = f"**{p.name}**: {p.description} — {a.detail}. Device: `{device}`."
     if is_tiny(p.name):
-        text += ("\n\n⚠️ This is the **tiny world**: small models trained on CPU by this project on a handful of "
-                 "public-domain photos, at 64 px. It shows how the methods behave, not what they can do at scale. "
+        text += ("\n\n⚠️ This is the **tiny world**: small models trained on CPU by this project on 64 px crops of "
+                 "a handful of public-domain photos (they run at 96 px). It shows how the methods behave, not what "
+                 "they can do at scale. "
                  + full_models_hint(p.paired is not None))
         if "UNTRAINED" in a.detail:
             text += "\n\n⚠️ The tiny-world weights are not shipped yet: this runs on **UNTRAINED random weights**."
@@ -138,7 +139,7 @@ def result_note(result: TranslationResult, clip: ClipScores | None = None) -> st
         lines.append(f"⚠️ Made with **UNTRAINED random weights** (`{preset}`: its trained weights are not shipped "
                      "yet): it shows the plumbing, not the method.")
     elif is_tiny(preset):
-        lines.append(f"Made with the **tiny world** (`{preset}`: a 64 px toy model trained on CPU by this "
+        lines.append(f"Made with the **tiny world** (`{preset}`: a toy model trained on 64 px crops on CPU by this "
                      "project): it shows how the method behaves, not what it can do.")
     untrained = [_short(s) for s in result.extras.get("untrained_guidance", ())]
     if result.extras.get("clip_untrained"):
