@@ -323,8 +323,9 @@ def dit_vs_sdedit(folder: str | Path, sd: str | Path, sources: torch.Tensor, tar
     return scores, edited, translated
 
 
-def write_dit_card(folder: str | Path, run: str | Path, sd: str | Path) -> Path:
-    """Write ``README.md``, ``loss_curve.png``, ``comparison.png`` and ``eval.json`` of the exported DiT."""
+def write_dit_card(folder: str | Path, run: str | Path, sd: str | Path, history: str = "") -> Path:
+    """Write ``README.md``, ``loss_curve.png``, ``comparison.png`` and ``eval.json`` of the exported DiT;
+    ``history`` (markdown) tells how the run departed from the recipe, if it did."""
     folder, run = Path(folder), Path(run)
     sources, targets = heldout_pairs()
     scores, edited, translated = dit_vs_sdedit(folder, sd, sources, targets)
@@ -361,9 +362,7 @@ configuration is `presets/face2comics.toml`.
 Pairs photo | comic-filter rendering of 64 px crops of the tiny world's training photos (see
 `../sd/README.md`): 384 crops per photo, half of them recoloured first (random channel order and
 gains), written by `python -m dit_translate.tiny pairs`; the held-out photos ({", ".join(HELD_OUT)})
-are the test pairs. These weights' history: steps 1-6000 ran on an earlier set (96 plain crops per
-photo), which overfitted; steps 6001-{meta["step"]} on the current one (a fresh build trains every
-step on it). Loss: noise MSE
+are the test pairs. {history}Loss: noise MSE
 + {train["lambda_clip"]} x (1 - cos CLIP(decoded x0 estimate), CLIP(target)) for t < {train["aux_t_max"]}
 (LPIPS weight {train["lambda_lpips"]}: its AlexNet weights cannot be downloaded here). AdamW lr
 {train["lr"]}, batch {train["batch_size"]}, EMA {train["ema_decay"]}, condition dropout
