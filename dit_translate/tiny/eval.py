@@ -367,7 +367,8 @@ are the test pairs. {history}Loss: noise MSE
 (LPIPS weight {train["lambda_lpips"]}: its AlexNet weights cannot be downloaded here). AdamW lr
 {train["lr"]}, batch {train["batch_size"]}, EMA {train["ema_decay"]}, condition dropout
 {dit["cond_dropout"]}; trained {meta["step"]} steps. Sampling: DDIM {meta["defaults"].get("steps")} steps,
-CFG {meta["defaults"].get("guidance")}.
+CFG {meta["defaults"].get("guidance")}; the CLI and the app fit photos to
+{meta["defaults"].get("size", meta["image_size"])} px (longer side).
 
 ![loss curves](loss_curve.png)
 
