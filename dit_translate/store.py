@@ -7,7 +7,6 @@ with a ``MissingWeightsError`` that names the preset, the missing id and how to 
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import Iterator
@@ -299,7 +298,7 @@ class ModelStore:
         with self._lock:
             if self._guidance is None or self._guidance[0] != key:
                 self._guidance = None
-                gc.collect()
+                free_memory()
                 self._guidance = (key, Guidance(p, self.device))
             return self._guidance[1]
 
@@ -318,7 +317,7 @@ class ModelStore:
             if self._paired is not None and self._paired[0] == key:
                 return self._paired[1]
             self._paired = None
-            gc.collect()
+            free_memory()
             folder, untrained = (Path(key[1]), False) if p is None else resolve_paired_folder(p)
             models = load_paired(folder, self.device, self.dtype)  # names a damaged weights file itself
             self._paired = (key, LoadedPaired(p, models, folder, untrained or models.untrained))
