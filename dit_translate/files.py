@@ -104,6 +104,28 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def replaced_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary path to build a whole new ``folder`` at; on success it takes the place of
+    ``folder`` (renames only, so ``folder`` is never half-written), on failure it is removed and ``folder``
+    stays as it was. Temporaries of an earlier, killed build of ``folder`` are removed first."""
+    folder = Path(folder)
+    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
+        _remove(stale)
+    tmp, old = temp_path(folder), temp_path(folder)
+    try:
+        yield tmp
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    except BaseException as exc:
+        _remove(tmp)
+        if _is_write_failure(exc):
+            raise _write_error(folder, exc) from exc
+        raise
+    _remove(old)
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete the temporary files and folders (``TEMP_GLOB``) a killed writer left in ``folder``; returns them.
 

@@ -330,6 +330,30 @@ def test_a_full_disk_while_exporting_a_checkpoint_folder_leaves_the_old_model(tm
     assert not list(folder.glob(".*.tmp")) and load_paired(folder).step == PAIRED_STEPS
 
 
+def test_a_replaced_folder_is_swapped_in_whole_or_not_at_all(tmp_path):
+    """``files.replaced_folder`` (the tiny world's exports): a failed build leaves the old folder as it was,
+    a finished one replaces it whole, and temporaries of a killed build are cleared."""
+    from dit_translate.files import replaced_folder
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    (tmp_path / ".model.dead.tmp").mkdir()  # what a killed build left
+    (tmp_path / ".other.dead.tmp").mkdir()  # another folder's: not ours to remove
+    with pytest.raises(WriteError, match=rf"^cannot write {re.escape(str(out))}: no space left on device$"):
+        with replaced_folder(out) as tmp:
+            tmp.mkdir()
+            (tmp / "new.txt").write_text("half")
+            raise OSError(28, "No space left on device")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.dead.tmp", "model"]
+    with replaced_folder(out) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"] and (out / "new.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.dead.tmp", "model"]
+
+
 def test_cli_output_on_a_full_disk_is_one_error_naming_it_and_no_file(tmp_path, monkeypatch, capsys):
     from PIL import Image
 

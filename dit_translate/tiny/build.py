@@ -18,29 +18,13 @@ from pathlib import Path
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
+from dit_translate.files import replaced_folder
 from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, load_weights
 from dit_translate.tiny.data import TinyDataset
 from dit_translate.tiny.models import make_sampling_scheduler, make_text_encoder, make_train_scheduler, make_unet
 from dit_translate.tiny.tokenizer import write_clip_tokenizer
 from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
 from dit_translate.tiny.train_vae import VAETrainConfig, train_vae
-
-
-def _staging(out: Path) -> Path:
-    """An empty-to-be staging path next to ``out`` (any leftover of an interrupted export removed)."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
-
-
-def _swap_in(tmp: Path, out: Path) -> Path:
-    """Replace the folder ``out`` by the finished ``tmp`` (renames only, so ``out`` is never half-written)."""
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
 
 
 def _data(size: int, crops_per_photo: int, seed: int, recolor: bool = False) -> TinyDataset:
@@ -98,10 +82,10 @@ def export_dit(run: str | Path, out: str | Path, vae: str = "../sd/vae", clip: s
     from dit_translate.paired.checkpoint import share_encoders
 
     run, out = Path(run), Path(out)
-    tmp = _staging(out)
-    shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("train_state*", "samples", "run.json", ".*"))
-    share_encoders(tmp, vae, clip)
-    return _swap_in(tmp, out)
+    with replaced_folder(out) as tmp:
+        shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("train_state*", "samples", "run.json", ".*"))
+        share_encoders(tmp, vae, clip)
+    return out
 
 
 def load_stage2(work: str | Path, ema: bool = True) -> tuple[NoisePrediction, int]:
@@ -132,7 +116,7 @@ def export(work: str | Path, out: str | Path, ema: bool = True) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    tmp = _staging(out)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "training_step.json").write_text(json.dumps({"stage2_step": step, "ema": ema}))
-    return _swap_in(tmp, out)
+    with replaced_folder(out) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training_step.json").write_text(json.dumps({"stage2_step": step, "ema": ema}))
+    return out
