@@ -398,10 +398,14 @@ filter, blurrily, and nothing else.
     return folder / "README.md"
 
 
-def clip_scores(clip, images: torch.Tensor, text: str) -> torch.Tensor:
-    """Cosine similarity (N,) of each image (N,3,H,W) in [-1,1] to ``text`` under ``clip`` (a ``ClipEncoder``)."""
-    with torch.no_grad():
-        return (clip.embed_image(images.to(clip.device)) @ clip.embed_text([text]).T)[:, 0].cpu()
+def _mean_scores(results: list, clip, text: str) -> dict[str, float]:
+    """Mean SSIM to the source (``metrics["ssim_to_source"]``) and mean ``metrics.clip_text_score`` to ``text``
+    under ``clip`` of some ``TranslationResult``s."""
+    from dit_translate.metrics import clip_text_score
+
+    images = torch.cat([r.image for r in results]).to(clip.device)
+    return {"ssim": float(np.mean([r.metrics["ssim_to_source"] for r in results])),
+            "clip": float(np.mean(clip_text_score(images, text, clip)))}
 
 
 def _photo_images(store, preset: str) -> list[Image.Image]:
@@ -428,9 +432,7 @@ def editing_comparison(store=None, prompt: str = "a comic drawing", strengths: t
         for method in ("sdedit", "correct"):
             results = [edit(EditRequest(method, prompt, strength=strength, seed=seed), photo, preset=preset, store=store)
                        for photo in _photo_images(store, preset) for seed in seeds]
-            images = torch.cat([r.image.cpu() for r in results])
-            row[method] = {"ssim": float(np.mean([r.metrics["ssim_to_source"] for r in results])),
-                           "clip": float(clip_scores(clip, images, prompt).mean())}
+            row[method] = _mean_scores(results, clip, prompt)
         out[f"{strength:g}"] = row
     return out
 
@@ -446,12 +448,7 @@ def agg_comparison(store=None, text: str = "a comic drawing", seeds: tuple[int, 
     clip = store.guidance(preset).clips()[0]
     results = [guide(GuideRequest(text=text, seed=seed), photo, preset=preset, store=store)
                for photo in _photo_images(store, preset) for seed in seeds]
-    out = {}
-    for name, rs in (("agg", results), ("ddim", [r.extras["ddim"] for r in results])):
-        images = torch.cat([r.image.cpu() for r in rs])
-        out[name] = {"ssim": float(np.mean([r.metrics["ssim_to_source"] for r in rs])),
-                     "clip": float(clip_scores(clip, images, text).mean())}
-    return out
+    return {"agg": _mean_scores(results, clip, text), "ddim": _mean_scores([r.extras["ddim"] for r in results], clip, text)}
 
 
 EXAMPLE_COLUMNS = ("photo", "DiT (tiny-dit)", "SDEdit", "correction", "AGG")
