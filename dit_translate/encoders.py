@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dit_translate.files import publish_folder
 from dit_translate.presets import LOCAL_DIR, GuidanceSpec, Preset
 from dit_translate.runtime import hub_offline
 from dit_translate.store import UNTRAINED_CACHE, Availability, MissingWeightsError, naming_bad_weights
@@ -199,13 +199,7 @@ def _built_once(name: str, builder: Callable[[Path], Path]) -> Path:
     folder = UNTRAINED_CACHE / name
     if not folder.is_dir():
         log.warning("tiny guidance weights not found: building an UNTRAINED random model at %s", folder)
-        tmp = folder.with_name(f"{name}.partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        builder(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_folder(folder, builder)
     return folder
 
 

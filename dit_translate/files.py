@@ -126,6 +126,26 @@ def replaced_folder(folder: str | Path) -> Iterator[Path]:
     _remove(old)
 
 
+def publish_folder(folder: str | Path, build: Callable[[Path], object]) -> Path:
+    """Build a folder once: ``build(tmp)`` at a fresh temporary name next to ``folder``, then rename it to
+    ``folder``. When another process published ``folder`` first, its copy is kept and ours is dropped
+    (for caches several processes may fill at once); a failed build leaves nothing behind."""
+    folder = Path(folder)
+    tmp = temp_path(folder)
+    try:
+        build(tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    try:
+        tmp.rename(folder)
+    except OSError:
+        _remove(tmp)
+        if not folder.is_dir():
+            raise
+    return folder
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete the temporary files and folders (``TEMP_GLOB``) a killed writer left in ``folder``; returns them.
 

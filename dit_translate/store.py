@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError
 
 from dit_translate.diffusion.models import DiffusionModels
+from dit_translate.files import publish_folder
 from dit_translate.presets import GuidanceSpec, Preset, resolve_preset
 from dit_translate.runtime import free_memory, hub_offline, is_out_of_memory, pick_device, pick_dtype
 
@@ -222,9 +223,7 @@ def untrained_sd_folder() -> Path:
     folder = UNTRAINED_CACHE / "tiny-untrained"
     if not (folder / "model_index.json").is_file():
         log.warning("tiny-world weights not found: building an UNTRAINED random pipeline at %s", folder)
-        tmp = folder.with_name(folder.name + ".partial")
-        build_random_sd(tmp, seed=0)
-        tmp.rename(folder)
+        publish_folder(folder, lambda tmp: build_random_sd(tmp, seed=0))
     return folder
 
 

@@ -354,6 +354,32 @@ def test_a_replaced_folder_is_swapped_in_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.dead.tmp", "model"]
 
 
+def test_a_published_folder_keeps_the_first_complete_copy_and_no_partial_one(tmp_path):
+    """``files.publish_folder`` (the UNTRAINED fallback caches): a failed build leaves nothing; when another
+    process published first, its folder stays and ours is dropped."""
+    from dit_translate.files import publish_folder
+
+    folder = tmp_path / "cache"
+
+    def broken(tmp):
+        tmp.mkdir()
+        (tmp / "half").write_text("x")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left on device"):
+        publish_folder(folder, broken)
+    assert list(tmp_path.iterdir()) == []
+
+    def late(tmp):  # another process publishes while this one builds
+        folder.mkdir()
+        (folder / "theirs").write_text("first")
+        tmp.mkdir()
+        (tmp / "ours").write_text("second")
+
+    assert publish_folder(folder, late) == folder
+    assert [p.name for p in folder.iterdir()] == ["theirs"] and [p.name for p in tmp_path.iterdir()] == ["cache"]
+
+
 def test_cli_output_on_a_full_disk_is_one_error_naming_it_and_no_file(tmp_path, monkeypatch, capsys):
     from PIL import Image
 

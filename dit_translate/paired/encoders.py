@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 from torch import nn
 
 from dit_translate.encoders import ClipEncoder, build_random_clip, load_clip
+from dit_translate.files import publish_folder
 from dit_translate.paired.config import EncoderSpec, is_local_ref
 from dit_translate.presets import LOCAL_DIR, GuidanceSpec, Preset
 from dit_translate.store import UNTRAINED_CACHE, MissingWeightsError, naming_bad_weights, untrained_sd_folder
@@ -106,13 +105,7 @@ def _untrained_clip() -> Path:
     """The untrained random tiny CLIP folder, built on first use (atomic rename)."""
     if not _has_clip(UNTRAINED_CLIP):
         log.warning("building an UNTRAINED random tiny CLIP at %s (preset fallback 'random-dit')", UNTRAINED_CLIP)
-        tmp = UNTRAINED_CLIP.with_name(f"{UNTRAINED_CLIP.name}.partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_random_clip(tmp, seed=0)
-        try:
-            tmp.rename(UNTRAINED_CLIP)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_folder(UNTRAINED_CLIP, lambda tmp: build_random_clip(tmp, seed=0))
     return UNTRAINED_CLIP
 
 

@@ -11,8 +11,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from dit_translate.diffusion.ddim import Schedule, ddim_sample, make_steps, predict_x0
 from dit_translate.encoders import ClipEncoder
+from dit_translate.files import publish_folder
 from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
 from dit_translate.paired.checkpoint import (
     META_FILE,
@@ -205,17 +204,10 @@ def build_untrained(preset: Preset, root: Path) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = PairedDiT.from_spec(spec.dit, encoders.codec.channels, encoders.cond_dim)
-    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_checkpoint(tmp, kind="dit", net=net, spec=spec, image_size=preset.size, step=0, preset=preset.name,
-                     defaults=checkpoint_defaults(preset),
-                     untrained=True, scheduler=make_scheduler(spec.diffusion), clip_spec=encoders.clip_spec,
-                     clip_untrained=encoders.clip_untrained)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return publish_folder(folder, lambda tmp: write_checkpoint(
+        tmp, kind="dit", net=net, spec=spec, image_size=preset.size, step=0, preset=preset.name,
+        defaults=checkpoint_defaults(preset), untrained=True, scheduler=make_scheduler(spec.diffusion),
+        clip_spec=encoders.clip_spec, clip_untrained=encoders.clip_untrained))
 
 
 def translate_batch(models: PairedModels, sources: torch.Tensor, *, steps: int, guidance: float,
