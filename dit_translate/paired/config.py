@@ -129,6 +129,7 @@ class TrainSpec:
     aux_t_max: int = 500
     clip_reference: str = "target"
     lpips_random_backbone: bool = False
+    cache_latents: bool = True
 
 
 @dataclass(frozen=True)

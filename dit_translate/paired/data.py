@@ -10,7 +10,8 @@ goes to ``val`` when a hash of its name falls under ``val_fraction`` (stable as 
 
 Problems are reported, never hidden: unpaired names, unreadable files and size mismatches are
 logged as warnings naming the file and skipped; a folder without a single usable pair is a
-``DataError``. Items are ``{"source", "target"}`` tensors (3, S, S) in [-1, 1] after ``direction``.
+``DataError``. Items are ``{"source", "target"}`` tensors (3, S, S) in [-1, 1] after ``direction``,
+with the pair's "index" and whether it was mirrored ("flip"), which the latent cache looks up.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def joint_transform(source: Image.Image, target: Image.Image, size: int, load_si
     """Resize both to ``load_size`` squared, crop ``size`` at one offset (random with ``rng``, else central)
     and, with ``rng`` and ``flip``, mirror both with probability 1/2.
 
-    Returns {"source", "target"}: (3, size, size) tensors in [-1, 1].
+    Returns {"source", "target"}: (3, size, size) tensors in [-1, 1], and "flip": a bool tensor.
     """
     load = max(load_size, size)
     images = [resize_to(im, (load, load)) for im in (source, target)]
@@ -141,7 +142,7 @@ def joint_transform(source: Image.Image, target: Image.Image, size: int, load_si
     if flip:
         images = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images]
     src, tgt = (to_tensor(im)[0] for im in images)
-    return {"source": src, "target": tgt}
+    return {"source": src, "target": tgt, "flip": torch.tensor(flip)}
 
 
 class PairedDataset(torch.utils.data.Dataset):
@@ -149,7 +150,8 @@ class PairedDataset(torch.utils.data.Dataset):
 
     With ``augment`` the crop offset and flip come from ``random.Random(seed)``, so a batch depends only
     on the indices and seeds the sampler hands out (exact resume, any number of workers). A pair that
-    fails to load is warned about once and replaced by the next one.
+    fails to load is warned about once and replaced by the next one. Items are ``joint_transform``'s
+    dict plus "index": the pair actually returned.
     """
 
     def __init__(self, folder: str | Path, spec: DataSpec, size: int, split: str = "train",
@@ -160,6 +162,20 @@ class PairedDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    @property
+    def fixed_crop(self) -> bool:
+        """Whether every item of a pair shows the same pixels up to the flip (no random crop to make)."""
+        return (self.spec.load_size or self.size) <= self.size
+
+    def unaugmented(self, index: int) -> dict[str, torch.Tensor] | None:
+        """Pair ``index`` centrally cropped and not flipped (``joint_transform`` without ``rng``), or
+        ``None`` if it cannot be read (``__getitem__`` then serves the next pair in its place)."""
+        try:
+            source, target = load_pair(self.pairs[index], self.spec)
+        except ImageError:
+            return None
+        return joint_transform(source, target, self.size, self.spec.load_size or self.size)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, seed = item if isinstance(item, tuple) else (item, 0)
@@ -174,7 +190,8 @@ class PairedDataset(torch.utils.data.Dataset):
                 log.warning("skipping pair %r: %s", self.pairs[i].name, e)
                 continue
             rng = random.Random(seed) if self.augment else None
-            return joint_transform(source, target, self.size, self.spec.load_size or self.size, rng, self.spec.flip)
+            item = joint_transform(source, target, self.size, self.spec.load_size or self.size, rng, self.spec.flip)
+            return {**item, "index": torch.tensor(i)}
         raise DataError(f"none of the {len(self.pairs)} pairs could be read (see the warnings above)")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from dit_translate.encoders import ClipEncoder, build_random_clip, load_clip
@@ -49,13 +50,26 @@ class LatentCodec(nn.Module):
         """The VAE stays in eval mode (it is frozen)."""
         return self
 
+    def moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scaled posterior ``(mean, std)``, each (B, C, H/f, W/f); in pixel space ``(images, 0)``."""
+        if self.vae is None:
+            return images, torch.zeros_like(images)
+        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        return dist.mean * self.scale, dist.std * self.scale
+
+    @staticmethod
+    def sample(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A latent from posterior ``moments``: ``mean + std * noise`` with ``generator``, else the mode ``mean``
+        (the draws of ``DiagonalGaussianDistribution.sample``)."""
+        if generator is None:
+            return mean
+        return mean + std * randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Latents (B, C, H/f, W/f): a posterior sample with ``generator``, else the posterior mode."""
         if self.vae is None:
             return images
-        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-        z = dist.mode() if generator is None else dist.sample(generator)
-        return z * self.scale
+        return self.sample(*self.moments(images), generator)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W), nominally in [-1, 1] (not clamped, so gradients flow through)."""

@@ -17,6 +17,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from dit_translate.paired.config import TrainSpec
+from dit_translate.paired.data import PairedDataset
 
 Batch = dict[str, torch.Tensor]
 
@@ -65,6 +66,9 @@ class Recipe:
     def lr(self) -> float:
         """The current learning rate of the first optimizer (for the log)."""
         return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
+
+    def prepare(self, dataset: PairedDataset, progress: bool = True) -> None:
+        """Precompute what every step would otherwise recompute from ``dataset`` (nothing by default)."""
 
     def net(self) -> torch.nn.Module:
         """The (unwrapped) network a checkpoint folder stores."""

@@ -47,6 +47,7 @@ from dit_translate.paired.config import PairedSpec
 from dit_translate.paired.data import DataError, PairedDataset, PairSampler
 from dit_translate.paired.dit import PairedDiT
 from dit_translate.paired.encoders import load_dit_encoders
+from dit_translate.paired.latent_cache import LatentCache
 from dit_translate.paired.pix2pix import Pix2PixRecipe, UNetGenerator
 from dit_translate.paired.recipe import Batch, Recipe
 from dit_translate.paired.translate import make_scheduler, sample_dit
@@ -55,7 +56,7 @@ from dit_translate.tiny.checkpoint import step_generator
 
 log = logging.getLogger(__name__)
 
-LOGISTICS = ("steps", "save_every", "sample_every", "log_every", "num_workers", "sample_steps")
+LOGISTICS = ("steps", "save_every", "sample_every", "log_every", "num_workers", "sample_steps", "cache_latents")
 """``[train]`` fields a resumed run may change; any other difference from the saved run is an error."""
 GRID_ROWS = 4
 
@@ -68,6 +69,7 @@ class DiTRecipe(Recipe):
         self.spec, device = spec, accelerator.device
         self.encoders = load_dit_encoders(spec.encoders, preset, device)
         self.codec, self.clip = self.encoders.codec, self.encoders.clip
+        self.latents: LatentCache | None = None
         self.lpips = None
         if spec.train.lambda_lpips > 0:
             if spec.train.lpips_random_backbone:
@@ -93,21 +95,34 @@ class DiTRecipe(Recipe):
     def net(self) -> PairedDiT:
         return self.unwrap("dit")
 
+    def prepare(self, dataset: PairedDataset, progress: bool = True) -> None:
+        """Encode the training pairs once (``[train] cache_latents``) when only mirroring augments them."""
+        if not self.train_spec.cache_latents or self.codec.vae is None:
+            return
+        if not dataset.fixed_crop:
+            log.info("latents are encoded at every step: random crops (load_size > size) cannot be cached")
+            return
+        self.latents = LatentCache.build(dataset, self.codec, self.accelerator.device, self.train_spec.batch_size,
+                                         progress=progress and self.accelerator.is_main_process)
+
     def losses(self, batch: Batch, g: torch.Generator) -> dict[str, torch.Tensor]:
         """The loss of one micro-batch and its parts (see the module docstring)."""
         t_spec, device = self.train_spec, self.accelerator.device
         source, target = batch["source"], batch["target"]
         b = source.shape[0]
         with torch.no_grad():
-            z0 = self.codec.encode(target, g)
+            concat = self.spec.dit.source_concat
+            if self.latents is not None:
+                z0, source_latent = self.latents.lookup(batch["index"], batch["flip"], g, device, source.dtype)
+            else:
+                z0, source_latent = self.codec.encode(target, g), self.codec.encode(source) if concat else None
             cond = self.clip.embed_image(source)
-            source_latent = self.codec.encode(source) if self.spec.dit.source_concat else None
         t = torch.randint(0, self.spec.diffusion.num_train_timesteps, (b,), generator=g).to(device)
         noise = torch.randn(z0.shape, generator=g).to(device, z0.dtype)
         keep = (torch.rand(b, generator=g) >= self.spec.dit.cond_dropout).to(device)
         a = self.alphas[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        eps = self.modules["dit"](z_t, t, cond, source_latent, keep)
+        eps = self.modules["dit"](z_t, t, cond, source_latent if concat else None, keep)
         mse = F.mse_loss(eps.float(), noise.float())
         out = {"loss": mse, "mse": mse}
         aux = t < t_spec.aux_t_max
@@ -251,6 +266,7 @@ def train(
     accelerator = Accelerator(mixed_precision=t.mixed_precision if torch.cuda.is_available() else "no")
     torch.manual_seed(t.seed)  # the initial weights depend on the config only
     recipe = build_recipe(kind, accelerator, preset)
+    recipe.prepare(dataset, progress)
     main = accelerator.is_main_process
     step, seconds = 0, 0.0
     if (out / STATE_FILE).exists():
