@@ -10,6 +10,7 @@ pair (25 KB for the tiny world's 4 x 16 x 16 latents, 98 KB for SD's at 256 px);
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,9 @@ class LatentCache:
             raise ValueError("latents can be cached only when items differ by a mirror image at most "
                              "(load_size > size means random crops)")
         n, entries = len(dataset), None
-        for first in tqdm(range(0, n, batch_size), desc="caching latents", disable=not progress):
+        batches = range(0, n, batch_size)
+        for first in tqdm(batches, desc="caching latents", disable=not progress, dynamic_ncols=True,
+                          mininterval=1.0 if sys.stderr.isatty() else 30.0):
             items = [(i, dataset.unaugmented(i)) for i in range(first, min(first + batch_size, n))]
             items = [(i, it) for i, it in items if it is not None]
             if not items:
