@@ -98,7 +98,7 @@ def preset_options(kinds: tuple[str, ...] = MODEL_KINDS) -> list[tuple[str, str]
 def _status(a) -> str:
     if not a.ok:
         return "weights missing"
-    return "UNTRAINED fallback" if "UNTRAINED" in a.detail else "available"
+    return "UNTRAINED fallback" if a.untrained else "available"
 
 
 def preset_summary(name: str, device: str) -> str:
@@ -114,7 +114,7 @@ def preset_summary(name: str, device: str) -> str:
                  "a handful of public-domain photos (they run at 96 px). It shows how the methods behave, not what "
                  "they can do at scale. "
                  + full_models_hint(p.paired is not None))
-        if "UNTRAINED" in a.detail:
+        if a.untrained:
             text += "\n\n⚠️ The tiny-world weights are not shipped yet: this runs on **UNTRAINED random weights**."
     return text
 

@@ -56,7 +56,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     rows = [(p.name, p.kind, availability(p), p.description) for p in list_presets()]
     if args.json:
-        print(json.dumps([{"name": n, "kind": k, "available": a.ok, "detail": a.detail, "description": d}
+        print(json.dumps([{"name": n, "kind": k, "available": a.ok, "untrained": a.untrained,
+                           "detail": a.detail, "description": d}
                           for n, k, a, d in rows]))
         return 0
     width = max(len(n) for n, *_ in rows)

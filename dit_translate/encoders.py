@@ -309,24 +309,24 @@ def load_dino(spec: str, preset: Preset, device: torch.device | str = "cpu") -> 
     return DinoEncoder.from_model(model.to(device), spec), False
 
 
-def _spec_status(spec: str, kind: str, preset: Preset) -> tuple[bool, str]:
-    """(loadable now, short label) for one guidance spec, without touching the network."""
+def _spec_status(spec: str, kind: str, preset: Preset) -> Availability:
+    """Whether one guidance spec loads now (short label), without touching the network."""
     if spec.startswith(LOCAL_DIR):
         folder = Path(spec[len(LOCAL_DIR):])
         if _has_weights(folder, "open_clip_config.json" if kind == "clip" else "config.json"):
-            return True, f"{kind} {folder}"
+            return Availability(True, f"{kind} {folder}")
         if preset.guidance is not None and preset.guidance.fallback:
-            return True, f"UNTRAINED random tiny {kind}"
-        return False, f"{kind} folder {folder} missing"
+            return Availability(True, f"UNTRAINED random tiny {kind}", untrained=True)
+        return Availability(False, f"{kind} folder {folder} missing")
     try:
         repo = _clip_repo(spec) if kind == "clip" else _dino_repo(spec)
     except ValueError as e:
-        return False, str(e)
+        return Availability(False, str(e))
     if _cached(repo, _CLIP_FILES if kind == "clip" else _TIMM_FILES):
-        return True, f"{kind} {spec} cached"
+        return Availability(True, f"{kind} {spec} cached")
     if hub_offline():
-        return False, f"{kind} {spec} not cached"
-    return True, f"{kind} {spec} downloads on first use"
+        return Availability(False, f"{kind} {spec} not cached")
+    return Availability(True, f"{kind} {spec} downloads on first use")
 
 
 def guidance_availability(preset: Preset) -> Availability:
@@ -337,7 +337,8 @@ def guidance_availability(preset: Preset) -> Availability:
     status = [_spec_status(s, "clip", preset) for s in spec.clip]
     if spec.dino is not None:
         status.append(_spec_status(spec.dino, "dino", preset))
-    return Availability(all(ok for ok, _ in status), ", ".join(label for _, label in status))
+    return Availability(all(a.ok for a in status), ", ".join(a.detail for a in status),
+                        untrained=any(a.untrained for a in status))
 
 
 # ---- the per-preset bundle -----------------------------------------------------------------------

@@ -90,10 +90,13 @@ def naming_bad_weights(what: str, folder: str | Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether a preset's weights can be loaded now, and a one-line explanation."""
+    """Whether a preset's weights can be loaded now, a one-line explanation, and whether its model (for a
+    guidance bundle: any of its models) is an UNTRAINED random stand-in for missing tiny-world weights.
+    A preset's availability flags its diffusion model only; the detail names untrained guidance models."""
 
     ok: bool
     detail: str
+    untrained: bool = False
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -111,7 +114,7 @@ def availability(preset: Preset) -> Availability:
     from dit_translate.encoders import guidance_availability
 
     guidance = guidance_availability(preset)
-    return Availability(model.ok, f"{model.detail}; guidance: {guidance.detail}")
+    return Availability(model.ok, f"{model.detail}; guidance: {guidance.detail}", model.untrained)
 
 
 def _model_availability(preset: Preset) -> Availability:
@@ -122,7 +125,7 @@ def _model_availability(preset: Preset) -> Availability:
         if _is_model_folder(path):
             return Availability(True, f"local folder {path}")
         if preset.fallback:
-            return Availability(True, f"UNTRAINED random weights (trained weights missing at {path})")
+            return Availability(True, f"UNTRAINED random weights (trained weights missing at {path})", untrained=True)
         return Availability(False, f"missing local folder {path}")
     if _cached_snapshot(preset) is not None:
         return Availability(True, f"in the Hugging Face cache ({preset.model})")
@@ -140,7 +143,7 @@ def _paired_availability(preset: Preset) -> Availability:
     if _is_paired_checkpoint(path):
         return Availability(True, f"checkpoint folder {path}")
     if preset.fallback == "random-dit":
-        return Availability(True, f"UNTRAINED random DiT (no trained checkpoint at {path})")
+        return Availability(True, f"UNTRAINED random DiT (no trained checkpoint at {path})", untrained=True)
     return Availability(False, f"no trained checkpoint at {path}")
 
 

@@ -109,6 +109,12 @@ def test_preset_summary_names_the_device_and_flags_the_tiny_world():
     assert text.startswith("**tiny**") and "Device: `cpu`" in text and "tiny world" in text and SD15_HINT in text
     assert "UNTRAINED" in text or "local folder" in text
     assert about.preset_summary("nope", "cpu").startswith("**Preset error:** unknown preset 'nope'")
+
+
+def test_preset_summary_flags_an_untrained_fallback(tiny_dit_without_weights):
+    text = about.preset_summary(str(tiny_dit_without_weights), "cpu")
+    assert "runs on **UNTRAINED random weights**" in text
+    assert "UNTRAINED" not in about.preset_summary("tiny-dit", "cpu")  # the shipped tiny DiT
     assert [name for _, name in about.preset_options()] == ["sd15", "sd21-base", "tiny"]
 
 

@@ -81,3 +81,4 @@ def test_presets_command_lists_availability(capsys):
     assert main(["presets", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["sd15"]["available"] is False and rows["tiny"]["available"] is True
+    assert rows["tiny"]["untrained"] is False  # the shipped tiny world

@@ -64,6 +64,7 @@ def test_local_dir_models_load_with_their_own_preprocessing(tmp_path):
 def test_missing_local_dir_uses_the_untrained_fallback_once(tmp_path, cache):
     preset = _preset(clip=(f"local-dir:{tmp_path}/none",), dino=f"local-dir:{tmp_path}/none2", fallback="random-tiny")
     assert "UNTRAINED random tiny clip" in guidance_availability(preset).detail
+    assert guidance_availability(preset).untrained
     guidance = Guidance(preset)
     clips, dino = guidance.clips(), guidance.dino()
     assert len(clips) == 1 and dino.size == 64

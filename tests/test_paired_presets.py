@@ -84,6 +84,8 @@ def test_availability_and_missing_checkpoint_message(tiny_dit_without_weights):
                                                   r"`python -m dit_translate train --config .*face2comics.toml"):
         resolve_paired_folder(real)
     shipped = load_preset("tiny-dit")
-    assert availability(shipped).ok and "UNTRAINED" not in availability(shipped).detail
+    assert availability(shipped).ok and not availability(shipped).untrained
+    assert "UNTRAINED" not in availability(shipped).detail
     missing = load_preset(str(tiny_dit_without_weights))
-    assert availability(missing).ok and "UNTRAINED" in availability(missing).detail
+    assert availability(missing).ok and availability(missing).untrained
+    assert "UNTRAINED" in availability(missing).detail

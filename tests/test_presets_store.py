@@ -88,6 +88,7 @@ def test_shipped_presets_name_guidance_models():
     assert tiny.with_model("/elsewhere").guidance == tiny.guidance
     shipped = Path(tiny.guidance.clip[0].removeprefix("local-dir:"), "open_clip_config.json").is_file()
     assert shipped or "guidance: UNTRAINED random tiny clip" in availability(tiny).detail
+    assert availability(tiny).untrained != Path(tiny.model, "model_index.json").is_file()  # the model only
 
 
 def test_guidance_local_dirs_resolve_against_the_preset_file(tmp_path):
