@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 from skimage import data as skdata
-from skimage import feature
+from skimage import color, feature
 
 # skimage.data loader name -> content words used in captions
 PHOTOS: dict[str, str] = {
@@ -183,6 +183,49 @@ def render(photo_crop: np.ndarray, style: str) -> np.ndarray:
     return np.asarray(Image.fromarray(stylize(big, style)).resize((size, size), Image.BOX))
 
 
+def _leaf_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random RGB colour in [0, 1], float32: any hue, mostly low saturation, any brightness."""
+    hsv = np.array([[[rng.random(), rng.beta(1.2, 2.5), rng.uniform(0.1, 0.95)]]])
+    return color.hsv2rgb(hsv)[0, 0].astype(np.float32)
+
+
+def dead_leaves(size: int, rng: np.random.Generator, max_leaves: int = 300) -> np.ndarray:
+    """A synthetic "photo", uint8 (size, size, 3): the dead-leaves model (Lee, Mumford & Huang 2001),
+    occluding discs, ellipses and rectangles with power-law radii (density ~ r^-3), laid front to back
+    until the image is covered (what is left shows a background leaf); each leaf a random colour (mostly
+    muted, as in photos) with a linear shading gradient and a blurred-noise texture of random grain;
+    drawn at twice the size with a slight optical blur, then
+    downsampled. Natural-image-like edge and size statistics with no particular content: pairs of
+    these teach a filter's local rule instead of the fourteen photos' look."""
+    big = 2 * size
+    yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
+    textures = [ndimage.gaussian_filter(rng.standard_normal((big, big)).astype(np.float32), s) for s in (0.7, 1.5, 3.0)]
+    textures = [t / (t.std() + 1e-6) for t in textures]
+    img = np.zeros((big, big, 3), np.float32)
+    covered = np.zeros((big, big), bool)
+    r_min, r_max = 3.0, big / 1.5
+    for _ in range(max_leaves):
+        r = (r_min**-2 - rng.random() * (r_min**-2 - r_max**-2)) ** -0.5
+        cx, cy = rng.uniform(-r, big + r, size=2)
+        angle, aspect = rng.uniform(0, np.pi), rng.uniform(0.4, 1.0)
+        u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+        v = (-(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)) / aspect
+        inside = (u**2 + v**2 <= r**2) if rng.random() < 0.7 else (np.maximum(np.abs(u), np.abs(v)) <= r)
+        mask = inside & ~covered
+        if not mask.any():
+            continue
+        colour = _leaf_colour(rng)
+        shade = 1.0 + rng.uniform(-0.4, 0.4) * (u[mask] / max(r, 1.0))
+        grain = textures[rng.integers(3)][mask] * rng.uniform(0.0, 0.12)
+        img[mask] = colour * shade[:, None] + grain[:, None]
+        covered |= mask
+        if covered.all():
+            break
+    img[~covered] = _leaf_colour(rng) * (1.0 + rng.uniform(-0.3, 0.3) * (xx[~covered] / big - 0.5))[:, None]
+    img = ndimage.gaussian_filter(img, sigma=(rng.uniform(0.3, 1.2),) * 2 + (0,))
+    return resize((img.clip(0, 1) * 255).round().astype(np.uint8), size)
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float (3,H,W) in [-1,1]."""
     return torch.tensor(img).permute(2, 0, 1).float() / 127.5 - 1.0
@@ -234,13 +277,15 @@ class TinyDataset(torch.utils.data.Dataset):
 
 
 def write_pairs(out: str | Path, size: int = 64, crops_per_photo: int = 384, style: str = "comic",
-                seed: int = 0, recolored: float = 0.5) -> Path:
+                seed: int = 0, recolored: float = 0.5, synthetic: float = 0.5) -> Path:
     """Write a pix2pix "AB" folder of photo | ``style`` crops: ``out/train`` (training photos) and
     ``out/test`` (the held-out photos, ``crops_per_photo // 32`` crops each, another seed, never recoloured).
 
     A ``recolored`` fraction of the training crops first gets random colours (``random_recolor``, then
     rendered): fourteen photos are few, and the wider colour range helps a model on unseen photos.
-    Each PNG is (size x 2*size): the photo crop on the left, its rendering on the right. Returns ``out``.
+    ``synthetic`` x (training photo crops) more training pairs are ``dead_leaves`` images and their
+    renderings (``leaves_NNNNN.png``): a model that has to get the filter right on those cannot get by
+    on the fourteen photos' look. Each PNG is (size x 2*size): the photo crop on the left, its rendering on the right. Returns ``out``.
     """
     out = Path(out)
     n_recolored = round(crops_per_photo * recolored)
@@ -257,4 +302,8 @@ def write_pairs(out: str | Path, size: int = 64, crops_per_photo: int = 384, sty
         for i in range(0, len(images), 2):
             name = f"{data.photo_names[i]}{tag}_{i // 2 % n:04d}.png"
             Image.fromarray(np.concatenate([images[i], images[i + 1]], axis=1)).save(folder / name)
+    rng = np.random.default_rng(seed + 3)
+    for i in range(round(synthetic * crops_per_photo * (len(PHOTOS) - len(HELD_OUT)))):
+        photo = dead_leaves(size, rng)
+        Image.fromarray(np.concatenate([photo, render(photo, style)], axis=1)).save(out / "train" / f"leaves_{i:05d}.png")
     return out
