@@ -156,3 +156,17 @@ def test_sd_resume_is_exact_and_export_loads(tmp_path, train_set, cat):
     image = pipe("a comic drawing of a cat", image=Image.fromarray(cat).resize((32, 32)), strength=0.6,
                  num_inference_steps=5, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (32, 32)
+
+
+def test_dead_leaves_cover_the_image_with_muted_occluding_shapes():
+    from skimage import color
+
+    images = [D.dead_leaves(64, np.random.default_rng(seed)) for seed in range(6)]
+    assert all(im.shape == (64, 64, 3) and im.dtype == np.uint8 for im in images)
+    np.testing.assert_array_equal(images[0], D.dead_leaves(64, np.random.default_rng(0)))  # reproducible
+    for im in images:
+        assert (im.max(axis=-1) < 3).mean() < 0.02  # no uncovered (black) holes
+        assert np.median(color.rgb2hsv(im)[..., 1]) < 0.5  # mostly muted colours, as in photos
+        ink = (D.render(im, "comic").max(axis=-1) < 20).mean()
+        assert 0.02 < ink < 0.4, ink  # edges to ink, but not noise everywhere
+    assert np.abs(images[0].astype(int) - images[1]).mean() > 20

@@ -97,8 +97,12 @@ def test_pairs_are_photo_left_and_its_comic_right(tmp_path):
     out = D.write_pairs(tmp_path / "pairs", size=32, crops_per_photo=8, seed=3)
     train, test = sorted((out / "train").iterdir()), sorted((out / "test").iterdir())
     n_train = len(D.PHOTOS) - len(D.HELD_OUT)
-    assert len(train) == 8 * n_train and len(test) == 1 * len(D.HELD_OUT)
+    leaves = [p for p in train if p.name.startswith("leaves_")]
+    assert len(train) == 8 * n_train + len(leaves) and len(leaves) == 4 * n_train  # synthetic = 0.5
+    assert len(test) == 1 * len(D.HELD_OUT)
     assert {p.name.rsplit("_", 1)[0] for p in test} == set(D.HELD_OUT)
+    ab = np.asarray(Image.open(leaves[0]))
+    np.testing.assert_array_equal(ab[:, 32:], D.render(ab[:, :32], "comic"))
     assert not {p.name.rsplit("_", 1)[0] for p in train} & set(D.HELD_OUT)
     oracle = D.TinyDataset("test", 32, 1, styles=("photo", "comic"), seed=4)  # the held-out split's seed
     for i, name in enumerate(D.HELD_OUT):
