@@ -159,7 +159,7 @@ def test_sd_resume_is_exact_and_export_loads(tmp_path, train_set, cat):
 
 
 def test_dead_leaves_cover_the_image_with_muted_occluding_shapes():
-    from skimage import color
+    from skimage import color, feature
 
     images = [D.dead_leaves(64, np.random.default_rng(seed)) for seed in range(6)]
     assert all(im.shape == (64, 64, 3) and im.dtype == np.uint8 for im in images)
@@ -167,6 +167,7 @@ def test_dead_leaves_cover_the_image_with_muted_occluding_shapes():
     for im in images:
         assert (im.max(axis=-1) < 3).mean() < 0.02  # no uncovered (black) holes
         assert np.median(color.rgb2hsv(im)[..., 1]) < 0.5  # mostly muted colours, as in photos
-        ink = (D.render(im, "comic").max(axis=-1) < 20).mean()
-        assert 0.02 < ink < 0.4, ink  # edges to ink, but not noise everywhere
+        big = D.resize(im, 128).astype(np.float32) / 255  # where the comic filter draws ink (render's scale)
+        ink = feature.canny(D._luma(big), sigma=2.0, low_threshold=0.05, high_threshold=0.12).mean()
+        assert 0.05 < ink < 0.25, ink  # measured 0.12-0.16; training photo crops 0.01-0.21
     assert np.abs(images[0].astype(int) - images[1]).mean() > 20
