@@ -10,8 +10,8 @@ against plain DDIM and against two baselines that guide through the U-Net:
     python benchmarks/agg.py [--out benchmarks/results] [--quick] [--steps 50] [--inner-steps 1,4] [--repeats N]
 
 All variants are the same sampler (``dit_translate.methods.agg.agg``) at equal steps, with the same
-windows, seed and text-guidance loss; only the switches differ. Settings: the ``tiny`` preset (64 px,
-its guidance CLIP) and random weights in Stable Diffusion 1.5's shapes at 256 px (built by
+windows, seed and text-guidance loss; only the switches differ. Settings: the ``tiny`` preset (at its
+working size, 96 px; its guidance CLIP) and random weights in Stable Diffusion 1.5's shapes at 256 px (built by
 ``dit_translate.bench.sd15_size_models``) guided by a random-init open_clip ViT-B-32 (the sd15
 preset's guidance architecture). Writes agg.json, agg.md and agg.png into --out.
 """
