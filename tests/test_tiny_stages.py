@@ -149,3 +149,18 @@ def test_share_encoders_refuses_different_weights_and_changes_nothing(tmp_path):
         share_encoders(dit, "../sd/vae", "local-dir:../clip")
     assert (dit / "paired.json").read_text() == before
     assert (dit / "vae").is_dir() and (dit / "clip").is_dir()
+
+
+def test_training_hours_schedule_two_chains_on_two_cores(tmp_path):
+    import json
+
+    from dit_translate.tiny.eval import training_hours
+
+    cards = {"sd": {"vae_last": {"seconds": "4000"}, "sd_last": {"seconds": "5000.5"}},
+             "clip": {"last": {"seconds": "1000"}}, "dit": {"last": {"seconds": "6000"}}}
+    for name, card in cards.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(card))
+    hours = training_hours(tmp_path)
+    assert hours["unet"] == 5000.5 and hours["dit"] == 6000.0
+    assert hours["two_cores"] == 4000 + 6000  # CLIP fits beside the VAE; the DiT is the longer second stage
