@@ -375,8 +375,10 @@ configuration is `presets/face2comics.toml`.
 ## Data and recipe
 Pairs photo | comic-filter rendering of 64 px crops of the tiny world's training photos (see
 `../sd/README.md`): 384 crops per photo, half of them recoloured first (random channel order and
-gains), written by `python -m dit_translate.tiny pairs`; the held-out photos ({", ".join(HELD_OUT)})
-are the test pairs. {history}Loss: noise MSE
+gains), plus half as many synthetic dead-leaves images (occluding shapes of power-law sizes, muted
+colours, shading and texture: `tiny.data.dead_leaves`) and their renderings, so that the filter's
+local rule is learnt rather than the fourteen photos' look; written by `python -m dit_translate.tiny
+pairs`; the held-out photos ({", ".join(HELD_OUT)}) are the test pairs. {history}Loss: noise MSE
 + {train["lambda_clip"]} x (1 - cos CLIP(decoded x0 estimate), CLIP(target)) for t < {train["aux_t_max"]}
 (LPIPS weight {train["lambda_lpips"]}: its AlexNet weights cannot be downloaded here). AdamW lr
 {train["lr"]} ({train["lr_schedule"]} schedule, {train["warmup_steps"]} warm-up steps), batch {train["batch_size"]},
