@@ -218,7 +218,8 @@ def test_examples_are_cached_lazily_in_gradios_cache_folders(client, gradio_dirs
     again = client.predict(0, api_name="/translate_example")  # ...then served from the cache
     assert again == first and time.monotonic() - start < computed
     (row,) = first[1]["data"]
-    assert row[2] == 2 * 25  # the example row's knobs: the tiny-dit defaults (25 steps, CFG)
+    d = json.loads((ROOT / "assets/tiny/dit/paired.json").read_text())["defaults"]
+    assert row[2] == d["steps"] * (1 if d["guidance"] == 1 else 2)  # the tiny-dit defaults' NFE (CFG step: 2)
     cache = gradio_dirs["GRADIO_EXAMPLES_CACHE"]
     assert any(cache.rglob("log.csv")) and any(cache.rglob("paired.png"))
     import app
