@@ -38,6 +38,7 @@ def _cpu() -> float:
 
 def run(data: Path, steps: int, rounds: int) -> dict[str, Any]:
     from accelerate import Accelerator
+    from torch.utils.data import default_collate
 
     from dit_translate.paired.data import PairedDataset, PairSampler
     from dit_translate.paired.train import DiTRecipe
@@ -53,8 +54,7 @@ def run(data: Path, steps: int, rounds: int) -> dict[str, Any]:
     build = time.perf_counter() - started
     cache = recipe.latents
     sampler = PairSampler(len(dataset), t.batch_size, t.seed)
-    batches = [{k: torch.stack([dataset[it][k] for it in sampler.batch_at(k_)]) for k in ("source", "target", "index", "flip")}
-               for k_ in range(steps)]
+    batches = [default_collate([dataset[item] for item in sampler.batch_at(k)]) for k in range(steps)]
     times: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in MODES}
     for r in range(rounds):
         for mode in MODES if r % 2 == 0 else MODES[::-1]:

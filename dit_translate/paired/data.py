@@ -164,9 +164,14 @@ class PairedDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     @property
+    def load_size(self) -> int:
+        """The side both images are resized to before the ``size`` crop (``[data] load_size``, else ``size``)."""
+        return self.spec.load_size or self.size
+
+    @property
     def fixed_crop(self) -> bool:
         """Whether every item of a pair shows the same pixels up to the flip (no random crop to make)."""
-        return (self.spec.load_size or self.size) <= self.size
+        return self.load_size <= self.size
 
     def unaugmented(self, index: int) -> dict[str, torch.Tensor] | None:
         """Pair ``index`` centrally cropped and not flipped (``joint_transform`` without ``rng``), or
@@ -175,7 +180,7 @@ class PairedDataset(torch.utils.data.Dataset):
             source, target = load_pair(self.pairs[index], self.spec)
         except ImageError:
             return None
-        return joint_transform(source, target, self.size, self.spec.load_size or self.size)
+        return joint_transform(source, target, self.size, self.load_size)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, seed = item if isinstance(item, tuple) else (item, 0)
@@ -190,7 +195,7 @@ class PairedDataset(torch.utils.data.Dataset):
                 log.warning("skipping pair %r: %s", self.pairs[i].name, e)
                 continue
             rng = random.Random(seed) if self.augment else None
-            item = joint_transform(source, target, self.size, self.spec.load_size or self.size, rng, self.spec.flip)
+            item = joint_transform(source, target, self.size, self.load_size, rng, self.spec.flip)
             return {**item, "index": torch.tensor(i)}
         raise DataError(f"none of the {len(self.pairs)} pairs could be read (see the warnings above)")
 

@@ -194,9 +194,9 @@ def dead_leaves(size: int, rng: np.random.Generator, max_leaves: int = 300) -> n
     occluding discs, ellipses and rectangles with power-law radii (density ~ r^-3), laid front to back
     until the image is covered (what is left shows a background leaf); each leaf a random colour (mostly
     muted, as in photos) with a linear shading gradient and a blurred-noise texture of random grain;
-    drawn at twice the size with a slight optical blur, then
-    downsampled. Natural-image-like edge and size statistics with no particular content: pairs of
-    these teach a filter's local rule instead of the fourteen photos' look."""
+    drawn at twice the size with a slight optical blur, then downsampled. Natural-image-like edge and
+    size statistics with no particular content: pairs of these teach a filter's local rule instead of
+    the fourteen photos' look."""
     big = 2 * size
     yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
     textures = [ndimage.gaussian_filter(rng.standard_normal((big, big)).astype(np.float32), s) for s in (0.7, 1.5, 3.0)]
@@ -285,7 +285,8 @@ def write_pairs(out: str | Path, size: int = 64, crops_per_photo: int = 384, sty
     rendered): fourteen photos are few, and the wider colour range helps a model on unseen photos.
     ``synthetic`` x (training photo crops) more training pairs are ``dead_leaves`` images and their
     renderings (``leaves_NNNNN.png``): a model that has to get the filter right on those cannot get by
-    on the fourteen photos' look. Each PNG is (size x 2*size): the photo crop on the left, its rendering on the right. Returns ``out``.
+    on the fourteen photos' look. Each PNG is (size x 2*size): the photo crop on the left, its
+    rendering on the right. Returns ``out``.
     """
     out = Path(out)
     n_recolored = round(crops_per_photo * recolored)
