@@ -208,17 +208,20 @@ def dead_leaves(size: int, rng: np.random.Generator, max_leaves: int = 300) -> n
         r = (r_min**-2 - rng.random() * (r_min**-2 - r_max**-2)) ** -0.5
         cx, cy = rng.uniform(-r, big + r, size=2)
         angle, aspect = rng.uniform(0, np.pi), rng.uniform(0.4, 1.0)
-        u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
-        v = (-(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)) / aspect
-        inside = (u**2 + v**2 <= r**2) if rng.random() < 0.7 else (np.maximum(np.abs(u), np.abs(v)) <= r)
-        mask = inside & ~covered
+        disc = rng.random() < 0.7
+        # every point of the leaf lies within r * sqrt(2) of its centre: work in that box only
+        box = tuple(slice(max(0, int(c - 1.5 * r)), max(0, int(c + 1.5 * r) + 2)) for c in (cy, cx))
+        u = (xx[box] - cx) * np.cos(angle) + (yy[box] - cy) * np.sin(angle)
+        v = (-(xx[box] - cx) * np.sin(angle) + (yy[box] - cy) * np.cos(angle)) / aspect
+        inside = (u**2 + v**2 <= r**2) if disc else (np.maximum(np.abs(u), np.abs(v)) <= r)
+        mask = inside & ~covered[box]
         if not mask.any():
             continue
         colour = _leaf_colour(rng)
         shade = 1.0 + rng.uniform(-0.4, 0.4) * (u[mask] / max(r, 1.0))
-        grain = textures[rng.integers(3)][mask] * rng.uniform(0.0, 0.12)
-        img[mask] = colour * shade[:, None] + grain[:, None]
-        covered |= mask
+        grain = textures[rng.integers(3)][box][mask] * rng.uniform(0.0, 0.12)
+        img[box][mask] = colour * shade[:, None] + grain[:, None]
+        covered[box] |= mask
         if covered.all():
             break
     img[~covered] = _leaf_colour(rng) * (1.0 + rng.uniform(-0.3, 0.3) * (xx[~covered] / big - 0.5))[:, None]
