@@ -209,7 +209,7 @@ def dead_leaves(size: int, rng: np.random.Generator, max_leaves: int = 300) -> n
         cx, cy = rng.uniform(-r, big + r, size=2)
         angle, aspect = rng.uniform(0, np.pi), rng.uniform(0.4, 1.0)
         disc = rng.random() < 0.7
-        # every point of the leaf lies within r * sqrt(2) of its centre: work in that box only
+        # every point of the leaf lies within r * sqrt(2) < 1.5 r of its centre: work in that box only
         box = tuple(slice(max(0, int(c - 1.5 * r)), max(0, int(c + 1.5 * r) + 2)) for c in (cy, cx))
         u = (xx[box] - cx) * np.cos(angle) + (yy[box] - cy) * np.sin(angle)
         v = (-(xx[box] - cx) * np.sin(angle) + (yy[box] - cy) * np.cos(angle)) / aspect
