@@ -99,6 +99,33 @@ def predict_x0(x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> torch
     return (x - (1 - alpha) ** 0.5 * eps) / alpha**0.5
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def training_target(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """What a network predicting ``prediction_type`` is regressed on at ``x_t = sqrt(a) x0 + sqrt(1 - a) noise``:
+    ``noise``, ``v = sqrt(a) noise - sqrt(1 - a) x0`` (Salimans & Ho 2022) or ``x0``."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return alpha**0.5 * noise - (1 - alpha) ** 0.5 * x0
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
+def output_to_eps(output: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The noise a network output implies at ``x`` (cumulative alpha ``a``), as ``DDIMScheduler.step`` derives it:
+    ``eps = sqrt(a) v + sqrt(1 - a) x`` for v, ``eps = (x - sqrt(a) x0) / sqrt(1 - a)`` for x0."""
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return alpha**0.5 * output + (1 - alpha) ** 0.5 * x
+    if prediction_type == "sample":
+        return (x - alpha**0.5 * output) / (1 - alpha) ** 0.5
+    raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
 def ddim_sigma(alpha: torch.Tensor, alpha_prev: torch.Tensor, eta: float) -> torch.Tensor:
     """DDIM noise scale ``eta * sqrt((1 - a_prev) / (1 - a)) * sqrt(1 - a / a_prev)``."""
     return eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)) ** 0.5

@@ -7,7 +7,7 @@ field has a default, so a table lists only what it changes::
     [pix2pix]    the GAN baseline: ngf, ndf, n_layers_d, l1_weight, lr, beta1
     [encoders]   vae ("" = pixel space), clip, lpips_net, lpips_backbone
     [data]       layout (ab/folders), a_dir, b_dir, direction, load_size, flip, val_fraction
-    [diffusion]  num_train_timesteps, beta_schedule, beta_start, beta_end
+    [diffusion]  num_train_timesteps, beta_schedule, beta_start, beta_end, prediction_type
     [train]      model (dit/pix2pix), steps, batch_size, lr, EMA, loss weights, intervals, ...
 
 Which values the paper fixes and which are ours is documented in the preset files (methods.md 1).
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dit_translate.diffusion.ddim import PREDICTION_TYPES
 from dit_translate.presets import LOCAL_DIR
 
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -95,12 +96,14 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class DiffusionSpec:
-    """The training noise schedule (DiT's defaults: linear betas 1e-4 .. 0.02 over 1000 steps)."""
+    """The training noise schedule (DiT's defaults: linear betas 1e-4 .. 0.02 over 1000 steps) and what
+    the network predicts: ``epsilon`` (DiT's), ``v_prediction`` or ``sample`` (x0)."""
 
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    prediction_type: str = "epsilon"
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ _CHOICES: dict[str, tuple] = {
     "data.layout": ("ab", "folders"),
     "data.direction": ("AtoB", "BtoA"),
     "diffusion.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
+    "diffusion.prediction_type": PREDICTION_TYPES,
     "train.model": MODEL_KINDS,
     "train.lr_schedule": ("constant", "constant_with_warmup", "cosine", "linear"),
     "train.mixed_precision": ("no", "fp16", "bf16"),

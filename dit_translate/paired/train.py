@@ -5,11 +5,11 @@
 
 DiT loss (weights, cut and CLIP reference are preset fields; the paper confirms only the three terms)::
 
-    L = ||eps - eps_theta(z_t, t, c)||^2
+    L = ||y - y_theta(z_t, t, c)||^2          y = eps, v or z0 ([diffusion] prediction_type)
         + lambda_clip  * (1 - cos(CLIP(D(z0_hat)), CLIP(reference)))   for t < aux_t_max
         + lambda_lpips * LPIPS(D(z0_hat), target)                        for t < aux_t_max
 
-with ``z0_hat`` the one-step Tweedie estimate, decoded by the frozen VAE with gradients, and the CLIP
+with ``z0_hat`` the one-step estimate the prediction implies, decoded by the frozen VAE with gradients, and the CLIP
 condition ``c`` dropped to the null embedding with probability ``cond_dropout`` (for CFG).
 
 The output folder is a checkpoint folder (``checkpoint.py``) plus ``train_state.safetensors`` (model,
@@ -38,7 +38,7 @@ from diffusers.training_utils import EMAModel
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
-from dit_translate.diffusion.ddim import Schedule, predict_x0
+from dit_translate.diffusion.ddim import Schedule, output_to_eps, predict_x0, training_target
 from dit_translate.files import remove_stale_temps, trim_csv_log, write_text_atomic
 from dit_translate.images import save_image, to_pil
 from dit_translate.metrics import load_lpips
@@ -122,12 +122,14 @@ class DiTRecipe(Recipe):
         keep = (torch.rand(b, generator=g) >= self.spec.dit.cond_dropout).to(device)
         a = self.alphas[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        eps = self.modules["dit"](z_t, t, cond, source_latent if concat else None, keep)
-        mse = F.mse_loss(eps.float(), noise.float())
+        prediction = self.spec.diffusion.prediction_type
+        output = self.modules["dit"](z_t, t, cond, source_latent if concat else None, keep)
+        mse = F.mse_loss(output.float(), training_target(z0, noise, a, prediction).float())
         out = {"loss": mse, "mse": mse}
         aux = t < t_spec.aux_t_max
         if (t_spec.lambda_clip > 0 or self.lpips is not None) and bool(aux.any()):
-            image = self.codec.decode(predict_x0(z_t[aux], eps[aux], a[aux])).float()
+            eps = output_to_eps(output[aux], z_t[aux], a[aux], prediction)
+            image = self.codec.decode(predict_x0(z_t[aux], eps, a[aux])).float()
             if t_spec.lambda_clip > 0:
                 with torch.no_grad():
                     reference = self.clip.embed_image(target[aux] if t_spec.clip_reference == "target" else source[aux])

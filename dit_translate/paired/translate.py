@@ -19,7 +19,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from dit_translate.diffusion.ddim import Schedule, ddim_sample, make_steps, predict_x0
+from dit_translate.diffusion.ddim import Schedule, ddim_sample, make_steps, output_to_eps, predict_x0
 from dit_translate.encoders import ClipEncoder
 from dit_translate.files import publish_folder
 from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
@@ -48,7 +48,7 @@ DEFAULT_GUIDANCE = 3.0
 
 
 def make_scheduler(spec: DiffusionSpec) -> DDIMScheduler:
-    """The DDIM scheduler of a training schedule: epsilon prediction, no clipping, clean final level."""
+    """The DDIM scheduler of a training schedule and prediction type: no clipping, clean final level."""
     return DDIMScheduler(
         num_train_timesteps=spec.num_train_timesteps,
         beta_start=spec.beta_start,
@@ -57,18 +57,21 @@ def make_scheduler(spec: DiffusionSpec) -> DDIMScheduler:
         clip_sample=False,
         set_alpha_to_one=True,
         steps_offset=0,
-        prediction_type="epsilon",
+        prediction_type=spec.prediction_type,
     )
 
 
 def guided_eps(net: PairedDiT, cond: torch.Tensor, source: torch.Tensor | None, guidance: float,
-               clip_x0: Schedule | None = None):
+               schedule: Schedule | None = None, prediction_type: str = "epsilon", clip_x0: bool = False):
     """``eps_fn(x, t)`` for DDIM: ``eps_u + w (eps_c - eps_u)``, both branches in one batch.
 
-    ``guidance == 1`` is the conditional prediction alone (one network evaluation per step). With
-    ``clip_x0`` (the schedule; pixel space), the implied ``x0_hat`` is clamped to [-1, 1] and the
+    ``guidance == 1`` is the conditional prediction alone (one network evaluation per step). A
+    ``v_prediction`` or ``sample`` network's guided output is turned into the noise it implies (needs
+    ``schedule``). With ``clip_x0`` (pixel space), the implied ``x0_hat`` is clamped to [-1, 1] and the
     noise re-derived from it, as ``DDIMScheduler(clip_sample=True)`` does.
     """
+    if (clip_x0 or prediction_type != "epsilon") and schedule is None:
+        raise ValueError("guided_eps needs the schedule to convert or clip the prediction")
 
     def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
         b = x.shape[0]
@@ -81,9 +84,12 @@ def guided_eps(net: PairedDiT, cond: torch.Tensor, source: torch.Tensor | None, 
                        None if source is None else torch.cat([source, source]), keep)
             eps_c, eps_u = both.chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
-        if clip_x0 is None:
+        if prediction_type == "epsilon" and not clip_x0:
             return eps
-        a = clip_x0.alpha(t).to(x.device, x.dtype)
+        a = schedule.alpha(t).to(x.device, x.dtype)
+        eps = output_to_eps(eps, x, a, prediction_type)
+        if not clip_x0:
+            return eps
         x0 = predict_x0(x, eps, a).clamp(-1, 1)
         return (x - a.sqrt() * x0) / (1 - a).sqrt()
 
@@ -112,7 +118,8 @@ def sample_dit(
     h, w = (s // codec.factor for s in sources.shape[-2:])
     x = randn_tensor((sources.shape[0], codec.channels, h, w), generator=generator, device=device, dtype=dtype)
     grid, schedule = make_steps(scheduler, steps), Schedule.from_scheduler(scheduler)
-    eps_fn = guided_eps(net, cond, source_latent, guidance, clip_x0=schedule if codec.vae is None else None)
+    eps_fn = guided_eps(net, cond, source_latent, guidance, schedule, scheduler.config.prediction_type,
+                        clip_x0=codec.vae is None)
     z = ddim_sample(eps_fn, x, grid, schedule, eta, generator, step_reporter(progress, "translating"))
     return codec.decode(z).float().clamp(-1, 1)
 
