@@ -2,9 +2,17 @@
 
 import pytest
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler
+from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
 
-from dit_translate.diffusion.ddim import Schedule, ddim_invert, ddim_sample, ddim_step, make_steps
+from dit_translate.diffusion.ddim import (
+    Schedule,
+    ddim_invert,
+    ddim_sample,
+    ddim_step,
+    make_steps,
+    output_to_eps,
+    training_target,
+)
 from dit_translate.tiny.random_sd import SD_SCHEDULER
 
 
@@ -26,6 +34,37 @@ def test_ddim_step_matches_diffusers(eta, spacing):
         ours = ddim_step(ours, _eps_fn(ours, t), t, steps.prev(t), schedule, eta, g1)
         ref = sched.step(_eps_fn(ref, t), t, ref, eta=eta, generator=g2).prev_sample
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_v_and_x0_outputs_step_like_diffusers(prediction_type):
+    """A v or x0 network's output, turned into noise, steps exactly as ``DDIMScheduler(prediction_type=...)``."""
+    sched = DDIMScheduler(**{**SD_SCHEDULER, "prediction_type": prediction_type})
+    steps, schedule = make_steps(sched, 10), Schedule.from_scheduler(sched)
+    ours = ref = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    for t in steps.timesteps:
+        eps = output_to_eps(_eps_fn(ours, t), ours, schedule.alpha(t), prediction_type)
+        ours = ddim_step(ours, eps, t, steps.prev(t), schedule, 0.0, None)
+        ref = sched.step(_eps_fn(ref, t), t, ref).prev_sample
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_training_targets_imply_the_noise(prediction_type):
+    ddpm = DDPMScheduler.from_config(DDIMScheduler(**SD_SCHEDULER).config)
+    g = torch.Generator().manual_seed(3)
+    x0, noise, t = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g), torch.tensor([5, 500, 995])
+    a = ddpm.alphas_cumprod[t].view(-1, 1, 1, 1)
+    target = training_target(x0, noise, a, prediction_type)
+    expected = {"epsilon": noise, "v_prediction": ddpm.get_velocity(x0, noise, t), "sample": x0}[prediction_type]
+    torch.testing.assert_close(target, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(output_to_eps(target, ddpm.add_noise(x0, noise, t), a, prediction_type), noise,
+                               rtol=0, atol=1e-4)
+
+
+def test_unknown_prediction_type_is_refused():
+    with pytest.raises(ValueError, match="prediction_type"):
+        training_target(torch.zeros(1), torch.zeros(1), torch.tensor(0.5), "flow")
 
 
 def test_ddim_invert_matches_inverse_scheduler():
