@@ -5,6 +5,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
 
 from dit_translate.diffusion.features import FeatureSet
+from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.methods.correction import DEFAULT_FEATURES, correct
 from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import pnp
@@ -31,6 +32,25 @@ def test_sdedit_equals_diffusers_img2img(models, img2img, photo, strength, seed)
     torch.testing.assert_close((ours.image / 2 + 0.5).clamp(0, 1), ref, atol=1e-5, rtol=0)
     assert ours.nfe == 2 * int(10 * strength)
     assert ours.extras["steps_run"] == int(10 * strength)
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_sdedit_of_a_v_or_x0_model_equals_diffusers_img2img(models, img2img, photo, prediction_type):
+    """The same U-Net read as a v (SD 2.x 768-style) or x0 model, on both sides."""
+    config = {**models.scheduler.config, "prediction_type": prediction_type}
+    other = DiffusionModels.from_components(models.unet, DDIMScheduler.from_config(config), models.vae,
+                                            models.text_encoder, models.tokenizer)
+    ours = sdedit(other, photo, PROMPT, strength=0.6, steps=10, guidance=7.5, seed=2)
+    original, img2img.scheduler = img2img.scheduler, DDIMScheduler.from_config(config)
+    try:
+        ref = img2img(prompt=PROMPT, image=(photo + 1) / 2, strength=0.6, num_inference_steps=10, guidance_scale=7.5,
+                      generator=torch.Generator().manual_seed(2), output_type="pt").images
+    finally:
+        img2img.scheduler = original
+    # the two sides round differently: x0 -> eps divides by sqrt(1 - a), diffusers does not
+    torch.testing.assert_close((ours.image / 2 + 0.5).clamp(0, 1), ref, atol=5e-5, rtol=0)
+    plain = sdedit(models, photo, PROMPT, strength=0.6, steps=10, guidance=7.5, seed=2)
+    assert (plain.image - ours.image).abs().mean() > 1e-3  # the prediction type matters
 
 
 def test_sdedit_seed_changes_output(models, photo):

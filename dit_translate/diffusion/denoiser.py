@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dit_translate.diffusion.ddim import Schedule, predict_x0
+from dit_translate.diffusion.ddim import PREDICTION_TYPES, Schedule, output_to_eps, predict_x0
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Denoiser:
     """
 
     def __init__(self, unet: torch.nn.Module, schedule: Schedule, prediction_type: str = "epsilon") -> None:
-        if prediction_type not in {"epsilon", "v_prediction", "sample"}:
+        if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unsupported prediction_type {prediction_type!r}")
         self.unet = unet
         self.schedule = schedule
@@ -47,7 +47,7 @@ class Denoiser:
             out = self.unet(x, timestep).sample
         else:
             out = self.unet(x, timestep, encoder_hidden_states=context).sample
-        return self._to_eps(out, x, t)
+        return output_to_eps(out, x, self.schedule.alpha(t), self.prediction_type)
 
     def __call__(
         self, x: torch.Tensor, t: int, cond: TextCondition | None = None, guidance: float = 1.0
@@ -65,11 +65,3 @@ class Denoiser:
     def x0(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
         """Tweedie x0 estimate of ``x`` at ``t`` from its epsilon."""
         return predict_x0(x, eps, self.schedule.alpha(t))
-
-    def _to_eps(self, out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
-        if self.prediction_type == "epsilon":
-            return out
-        a = self.schedule.alpha(t)
-        if self.prediction_type == "v_prediction":
-            return a**0.5 * out + (1 - a) ** 0.5 * x
-        return (x - a**0.5 * out) / (1 - a) ** 0.5

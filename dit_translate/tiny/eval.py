@@ -333,6 +333,10 @@ def dit_bar_met(scores: dict[str, dict[str, float]]) -> bool:
     return beats(scores, "dit", "photo") and beats(scores, "dit", "sdedit")
 
 
+PREDICTION_LABELS = {"epsilon": "noise", "v_prediction": "v (velocity)", "sample": "clean-latent (x0)"}
+"""What the DiT's MSE is on, by ``[diffusion] prediction_type``."""
+
+
 def write_dit_card(folder: str | Path, run: str | Path, sd: str | Path, history: str = "") -> Path:
     """Write ``README.md``, ``loss_curve.png``, ``comparison.png`` and ``eval.json`` of the exported DiT;
     ``history`` (markdown) tells how the run departed from the recipe, if it did."""
@@ -345,12 +349,13 @@ def write_dit_card(folder: str | Path, run: str | Path, sd: str | Path, history:
     last = _csv_tail(run / "loss.csv")
     (folder / "eval.json").write_text(json.dumps({"pairs": len(sources), "scores": scores, "training_photos": seen,
                                                   "last": last}, indent=2))
-    curves = {"noise MSE": read_curve(run / "loss.csv", "mse")}
+    meta = json.loads((folder / "paired.json").read_text())
+    dit, train = meta["spec"]["dit"], meta["spec"]["train"]
+    target = PREDICTION_LABELS[meta["spec"]["diffusion"].get("prediction_type", "epsilon")]
+    curves = {f"{target} MSE": read_curve(run / "loss.csv", "mse")}
     if "clip" in (run / "loss.csv").read_text().splitlines()[0].split(","):
         curves["CLIP loss"] = read_curve(run / "loss.csv", "clip")
     plot_curves(curves, folder / "loss_curve.png")
-    meta = json.loads((folder / "paired.json").read_text())
-    dit, train = meta["spec"]["dit"], meta["spec"]["train"]
     labels = {"dit": "DiT (this model)", "photo": "input photo (untranslated)",
               "sdedit": "SDEdit, tiny SD, \"a comic drawing\", strength 0.6"}
     rows = "\n".join(f"| {labels[k]} | {v['psnr']:.2f} | {v['ssim']:.3f} |" for k, v in scores.items())
@@ -383,7 +388,7 @@ Pairs photo | comic-filter rendering of 64 px crops of the tiny world's training
 gains), plus half as many synthetic dead-leaves images (occluding shapes of power-law sizes, muted
 colours, shading and texture: `tiny.data.dead_leaves`) and their renderings, so that the filter's
 local rule is learnt rather than the fourteen photos' look; written by `python -m dit_translate.tiny
-pairs`; the held-out photos ({", ".join(HELD_OUT)}) are the test pairs. {history}Loss: noise MSE
+pairs`; the held-out photos ({", ".join(HELD_OUT)}) are the test pairs. {history}Loss: {target} MSE
 + {train["lambda_clip"]} x (1 - cos CLIP(decoded x0 estimate), CLIP(target)) for t < {train["aux_t_max"]}
 (LPIPS weight {train["lambda_lpips"]}: its AlexNet weights cannot be downloaded here). AdamW lr
 {train["lr"]} ({train["lr_schedule"]} schedule, {train["warmup_steps"]} warm-up steps), batch {train["batch_size"]},
