@@ -349,9 +349,11 @@ def write_dit_card(folder: str | Path, run: str | Path, sd: str | Path, history:
     last = _csv_tail(run / "loss.csv")
     (folder / "eval.json").write_text(json.dumps({"pairs": len(sources), "scores": scores, "training_photos": seen,
                                                   "last": last}, indent=2))
-    meta = json.loads((folder / "paired.json").read_text())
+    from dit_translate.paired.checkpoint import read_meta
+
+    meta, spec = read_meta(folder)
     dit, train = meta["spec"]["dit"], meta["spec"]["train"]
-    target = PREDICTION_LABELS[meta["spec"]["diffusion"].get("prediction_type", "epsilon")]
+    target = PREDICTION_LABELS[spec.diffusion.prediction_type]
     curves = {f"{target} MSE": read_curve(run / "loss.csv", "mse")}
     if "clip" in (run / "loss.csv").read_text().splitlines()[0].split(","):
         curves["CLIP loss"] = read_curve(run / "loss.csv", "clip")
