@@ -1,6 +1,6 @@
 """``python -m dit_translate.tiny build|export``: train the tiny world's models and export them.
 
-build   runs the stages in order (vae, sd, export, clip), each resuming from
+build   runs the stages in order (vae, decoder, sd, export, clip, dit), each resuming from
         ``<work>/<stage>/checkpoint``: the Stable Diffusion folder goes to ``--out`` and the tiny
         open_clip folder to ``--clip-out``, then the paired DiT (``presets/tiny-dit.toml``, which
         reads those two) to ``--dit-out``, each with its model card.
@@ -21,9 +21,9 @@ import torch
 from dit_translate.tiny import build
 from dit_translate.tiny.train_clip import CLIPTrainConfig, export_clip, train_clip, training_data
 from dit_translate.tiny.train_sd import SDTrainConfig
-from dit_translate.tiny.train_vae import VAETrainConfig
+from dit_translate.tiny.train_vae import DECODER_FINETUNE, VAETrainConfig
 
-STAGES = ("vae", "sd", "export", "clip", "dit")
+STAGES = ("vae", "decoder", "sd", "export", "clip", "dit")
 
 
 def _export(work: str, out: str, raw: bool) -> None:
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs.add_argument("--crops-per-photo", type=int, default=384)
     b = sub.choices["build"]
     b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
+    b.add_argument("--decoder-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--unet-steps", type=int, default=SDTrainConfig.steps)
     b.add_argument("--clip-steps", type=int, default=CLIPTrainConfig.steps)
     b.add_argument("--clip-out", default="assets/tiny/clip", help="exported open_clip folder")
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown stages {sorted(unknown)}")
     if "vae" in stages:
         build.build_vae(args.work, VAETrainConfig(steps=args.vae_steps))
+    if "decoder" in stages:
+        build.build_decoder(args.work, VAETrainConfig(steps=args.decoder_steps, **DECODER_FINETUNE))
     if "sd" in stages:
         build.build_sd(args.work, SDTrainConfig(steps=args.unet_steps))
     if "export" in stages:

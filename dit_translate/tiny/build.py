@@ -1,7 +1,7 @@
 """Build the tiny world in stages, each resuming from its checkpoint under ``work``, and export.
 
-``<work>/vae``: stage 1, the VAE (``final/`` when done). ``<work>/sd``: stage 2, text encoder +
-U-Net. ``export`` turns the latest stage-2 checkpoint (EMA weights by default) into a diffusers
+``<work>/vae``: stage 1, the VAE (``final/`` when done). ``<work>/vae-decoder``: stage 1b, the same
+VAE with its decoder fine-tuned (same latents). ``<work>/sd``: stage 2, text encoder + U-Net. ``export`` turns the latest stage-2 checkpoint (EMA weights by default) into a diffusers
 Stable Diffusion folder, so a usable snapshot exists before training ends. ``<work>/clip``: the tiny
 open_clip (``train_clip.py``). ``<work>/pairs`` and ``<work>/dit``: the photo -> comic pairs and the
 paired DiT run (``python -m dit_translate train`` on ``presets/tiny-dit.toml``), whose checkpoint
@@ -24,7 +24,7 @@ from dit_translate.tiny.data import TinyDataset
 from dit_translate.tiny.models import make_sampling_scheduler, make_text_encoder, make_train_scheduler, make_unet
 from dit_translate.tiny.tokenizer import write_clip_tokenizer
 from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
-from dit_translate.tiny.train_vae import VAETrainConfig, train_vae
+from dit_translate.tiny.train_vae import DECODER_STAGE, VAETrainConfig, train_vae
 
 
 def _data(size: int, crops_per_photo: int, seed: int, recolor: bool = False) -> TinyDataset:
@@ -40,6 +40,19 @@ def build_vae(work: str | Path, cfg: VAETrainConfig) -> None:
         print("vae: stage 2 was trained on the current VAE; not training it further", file=sys.stderr)
         return
     train_vae(Path(work) / "vae", cfg, _data(cfg.size, cfg.crops_per_photo, cfg.seed, cfg.recolor))
+
+
+def build_decoder(work: str | Path, cfg: VAETrainConfig) -> None:
+    """Stage 1b: fine-tune the decoder of ``<work>/vae/final`` (encoder frozen), writing
+    ``<work>/vae-decoder/final``. Its latents are stage 1's, so stage 2 and the DiT are unaffected."""
+    vae = AutoencoderKL.from_pretrained(Path(work) / "vae" / "final", use_safetensors=True)
+    train_vae(Path(work) / DECODER_STAGE, cfg, init=vae)
+
+
+def final_vae(work: str | Path) -> Path:
+    """The VAE to ship: stage 1b's when it has run, else stage 1's."""
+    tuned = Path(work) / DECODER_STAGE / "final"
+    return tuned if tuned.is_dir() else Path(work) / "vae" / "final"
 
 
 def load_tokenizer(work: str | Path) -> CLIPTokenizer:
@@ -107,7 +120,7 @@ def export(work: str | Path, out: str | Path, ema: bool = True) -> Path:
     work, out = Path(work), Path(out)
     module, step = load_stage2(work, ema)
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(work / "vae" / "final", use_safetensors=True),
+        vae=AutoencoderKL.from_pretrained(final_vae(work), use_safetensors=True),
         text_encoder=module.text_encoder,
         tokenizer=load_tokenizer(work),
         unet=module.unet,

@@ -38,6 +38,7 @@ PHOTOS: dict[str, str] = {
     "coffee": "a cup of coffee",
 }
 HELD_OUT: tuple[str, ...] = ("chelsea", "coffee")
+SYNTHETIC_CONTENT = "abstract shapes"  # the content words of ``dead_leaves`` images
 STYLES: tuple[str, ...] = ("photo", "comic", "pencil", "watercolor")
 _STYLE_PHRASES = {
     "photo": "a photo of",
@@ -240,7 +241,8 @@ class TinyDataset(torch.utils.data.Dataset):
     ``crops_per_photo`` random crops of each photo are drawn with ``seed`` and rendered in every
     style of ``styles``; ``images`` holds them all as one uint8 tensor (N,3,S,S) for fast batching.
     With ``recolor`` each crop first gets random colours (``random_recolor``; captions unchanged),
-    which widens the colour range a VAE sees beyond the few colour photos.
+    which widens the colour range a VAE sees beyond the few colour photos. ``synthetic`` more
+    "photos" are ``dead_leaves`` images (content ``SYNTHETIC_CONTENT``), rendered the same way.
     """
 
     def __init__(
@@ -251,19 +253,22 @@ class TinyDataset(torch.utils.data.Dataset):
         styles: Sequence[str] = STYLES,
         seed: int = 0,
         recolor: bool = False,
+        synthetic: int = 0,
     ) -> None:
         rng = np.random.default_rng(seed)
         images, self.captions, self.styles, self.photo_names = [], [], [], []
+        crops = []
         for name, photo in load_photos(split).items():
             for _ in range(crops_per_photo):
                 crop = random_crop(photo, size, rng)
-                if recolor:
-                    crop = random_recolor(crop, rng)
-                for style in styles:
-                    images.append(render(crop, style))
-                    self.captions.append(caption(style, PHOTOS[name]))
-                    self.styles.append(style)
-                    self.photo_names.append(name)
+                crops.append((name, PHOTOS[name], random_recolor(crop, rng) if recolor else crop))
+        crops += [("dead_leaves", SYNTHETIC_CONTENT, dead_leaves(size, rng)) for _ in range(synthetic)]
+        for name, content, crop in crops:
+            for style in styles:
+                images.append(render(crop, style))
+                self.captions.append(caption(style, content))
+                self.styles.append(style)
+                self.photo_names.append(name)
         self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
     def __len__(self) -> int:

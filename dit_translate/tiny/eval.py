@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from dit_translate.tiny.data import (
     HELD_OUT, PHOTOS, STYLES, TinyDataset, caption, load_photos, resize, style_caption, to_tensor,
 )
+from dit_translate.tiny.train_vae import DECODER_STAGE
 
 _COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
 
@@ -141,7 +142,8 @@ def write_model_card(folder: str | Path, work: str | Path) -> Path:
     vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
     psnr = vae_psnr(vae)
     curves = {f"{name} loss": read_curve(work / stage / "loss.csv")
-              for name, stage in (("VAE", "vae"), ("U-Net+text", "sd"))}
+              for name, stage in (("VAE", "vae"), ("VAE decoder fine-tune", DECODER_STAGE), ("U-Net+text", "sd"))
+              if (work / stage / "loss.csv").exists()}
     plot_curves(curves, folder / "loss_curve.png")
     sample_grid(folder, folder / "samples.png")
     vae_last, sd_last = _csv_tail(work / "vae" / "loss.csv"), _csv_tail(work / "sd" / "loss.csv")
@@ -149,6 +151,15 @@ def write_model_card(folder: str | Path, work: str | Path) -> Path:
     sd_cfg = json.loads((work / "sd" / "train_config.json").read_text())
     step = json.loads((folder / "training_step.json").read_text())
     results = {"heldout_vae_psnr_db": psnr, "vae_last": vae_last, "sd_last": sd_last, **step}
+    decoder_line = ""
+    if (work / DECODER_STAGE / "loss.csv").exists():
+        dec_last = results["decoder_last"] = _csv_tail(work / DECODER_STAGE / "loss.csv")
+        dec_cfg = json.loads((work / DECODER_STAGE / "train_config.json").read_text())
+        decoder_line = f"""
+- VAE decoder fine-tune (stage 1b, as Stability's `sd-vae-ft-mse`): encoder and `quant_conv` frozen
+  (latents unchanged), decoder trained {dec_last.get("step", "?")} more steps with the same loss, AdamW lr
+  {dec_cfg["lr"]}, batch {dec_cfg["batch_size"]}, on the training crops plus {dec_cfg["synthetic"]}
+  dead-leaves images (`data.dead_leaves`) in every style: the decoder generalises to unseen photos better."""
     (folder / "eval.json").write_text(json.dumps(results, indent=2))
     train_photos = ", ".join(n for n in PHOTOS if n not in HELD_OUT)
     psnr_rows = "\n".join(f"| {s} | {v:.2f} |" for s, v in psnr.items())
@@ -179,7 +190,7 @@ Random square crops (30-100% of the short side, flips) at 64 px, each rendered i
   channels, {vae_params / 1e6:.2f} M params; loss MSE + {vae_cfg["l1_weight"]} L1 +
   {vae_cfg["grad_weight"]} image-gradient L1 + {vae_cfg["kl_weight"]} KL; AdamW lr {vae_cfg["lr"]},
   batch {vae_cfg["batch_size"]}, {vae_last.get("step", "?")} steps. `scaling_factor`
-  = 1/std of the latents = {vae.config.scaling_factor:.4f}.
+  = 1/std of the latents = {vae.config.scaling_factor:.4f}.{decoder_line}
 - Text encoder: `CLIPTextModel` (hidden {sd_cfg["text"]["hidden_size"]},
   {sd_cfg["text"]["num_hidden_layers"]} layers) with the standard CLIP BPE tokenizer, trained
   jointly with the U-Net.
@@ -514,12 +525,13 @@ def example_grid(examples: str | Path, out: str | Path, prompt: str = "a comic d
 
 def training_hours(root: str | Path) -> dict[str, float]:
     """Training seconds per stage of the shipped tiny world (read from the cards' ``eval.json``) and the
-    two-core schedule's length: ``max(vae, clip) + max(unet, dit)`` seconds under ``"two_cores"``."""
+    two-core schedule's length: ``max(vae, clip) + max(unet + decoder, dit)`` seconds under ``"two_cores"``."""
     root = Path(root)
     sd, clip, dit = (json.loads((root / name / "eval.json").read_text()) for name in ("sd", "clip", "dit"))
-    t = {"vae": float(sd["vae_last"]["seconds"]), "unet": float(sd["sd_last"]["seconds"]),
-         "clip": float(clip["last"]["seconds"]), "dit": float(dit["last"]["seconds"])}
-    return {**t, "two_cores": max(t["vae"], t["clip"]) + max(t["unet"], t["dit"])}
+    t = {"vae": float(sd["vae_last"]["seconds"]), "decoder": float(sd.get("decoder_last", {}).get("seconds", 0.0)),
+         "unet": float(sd["sd_last"]["seconds"]), "clip": float(clip["last"]["seconds"]),
+         "dit": float(dit["last"]["seconds"])}
+    return {**t, "two_cores": max(t["vae"], t["clip"]) + max(t["unet"] + t["decoder"], t["dit"])}
 
 
 def write_world_card(root: str | Path = "assets/tiny") -> Path:
@@ -592,8 +604,9 @@ which sits at 4x4 in this U-Net (our choice; `presets/tiny.toml` gives the numbe
 
 ## Training time
 Optimizer seconds on one CPU thread per stage (from the cards' `eval.json`): VAE {hours["vae"]:.0f} s,
-U-Net + text encoder {hours["unet"]:.0f} s, CLIP {hours["clip"]:.0f} s, DiT {hours["dit"]:.0f} s. On two
-cores (the CLIP alongside the VAE, then the U-Net alongside the DiT, which needs both) that is
+VAE decoder fine-tune {hours["decoder"]:.0f} s, U-Net + text encoder {hours["unet"]:.0f} s, CLIP
+{hours["clip"]:.0f} s, DiT {hours["dit"]:.0f} s. On two cores (the CLIP alongside the VAE, then the U-Net
+and the decoder fine-tune alongside the DiT, which needs the VAE's encoder and the CLIP) that is
 **{hours["two_cores"] / 3600:.2f} h** of training.
 """
     (root / "README.md").write_text(card)

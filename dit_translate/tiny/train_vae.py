@@ -3,6 +3,10 @@
 Loss = MSE + L1 reconstruction + ``grad_weight`` * L1 of image gradients (sharp edges, cheap)
 + ``kl_weight`` * KL. Runs on ``accelerate.Accelerator`` (CPU here, unchanged under
 ``accelerate launch``); resumes exactly from ``<work>/checkpoint.safetensors``.
+
+Stage 1b (``decoder_only``) fine-tunes the decoder of a trained VAE with its encoder frozen, as
+Stability's ``sd-vae-ft-mse`` did: the latents stay bit-identical, so every model trained on them
+keeps working, while the decoder learns from more varied images (``synthetic`` dead-leaves ones).
 """
 
 from __future__ import annotations
@@ -35,7 +39,14 @@ class VAETrainConfig:
     seed: int = 0
     save_every: int = 250
     log_every: int = 10
+    synthetic: int = 0
+    decoder_only: bool = False
     model: dict = field(default_factory=lambda: dict(VAE_CONFIG))
+
+
+DECODER_STAGE = "vae-decoder"  # stage 1b's folder under the build's work folder
+# Stage 1b's recipe (ours): as many dead-leaves images as training photo crops, a gentler rate
+DECODER_FINETUNE: dict = dict(lr=2e-4, warmup=50, decay_from=0.5, synthetic=1536, decoder_only=True)
 
 
 def _grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,17 +89,26 @@ def latent_std(vae: AutoencoderKL, data: TinyDataset, n: int = 512, seed: int = 
     return torch.cat(zs).std().item()
 
 
-def train_vae(work: str | Path, cfg: VAETrainConfig, data: TinyDataset | None = None) -> AutoencoderKL:
+def train_vae(work: str | Path, cfg: VAETrainConfig, data: TinyDataset | None = None,
+              init: AutoencoderKL | None = None) -> AutoencoderKL:
     """Train (or resume) up to ``cfg.steps``; save the final model to ``<work>/final``.
 
-    The final model's ``scaling_factor`` is set to 1/std of its latents on the training images.
+    A new VAE's ``scaling_factor`` is set to 1/std of its latents on the training images. With
+    ``cfg.decoder_only`` the trained VAE ``init`` is fine-tuned with its encoder and ``quant_conv``
+    frozen, so its latents and ``scaling_factor`` stay those of ``init``.
     """
     work = Path(work)
-    data = data or TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed, recolor=cfg.recolor)
+    data = data or TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed, recolor=cfg.recolor,
+                               synthetic=cfg.synthetic)
+    if cfg.decoder_only and init is None:
+        raise ValueError("decoder_only fine-tunes a trained VAE: pass it as init")
     torch.manual_seed(cfg.seed)
-    vae = make_vae(**cfg.model)
+    vae = make_vae(**cfg.model) if init is None else init
+    if cfg.decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     module = VAELoss(vae, cfg)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
 
     loop = TrainLoop(work, module, optimizer, cfg.steps, cfg.lr, cfg.warmup, cfg.seed,
                      cfg.save_every, cfg.log_every, config=asdict(cfg), desc="vae",
@@ -103,7 +123,8 @@ def train_vae(work: str | Path, cfg: VAETrainConfig, data: TinyDataset | None = 
     loop.run(step_fn)
     if loop.accelerator.is_main_process:
         vae.eval()
-        vae.register_to_config(scaling_factor=1.0 / latent_std(vae, data, seed=cfg.seed))
+        if not cfg.decoder_only:
+            vae.register_to_config(scaling_factor=1.0 / latent_std(vae, data, seed=cfg.seed))
         vae.save_pretrained(work / "final")
     loop.accelerator.wait_for_everyone()
     return vae
