@@ -45,8 +45,8 @@ class VAETrainConfig:
 
 
 DECODER_STAGE = "vae-decoder"  # stage 1b's folder under the build's work folder
-# Stage 1b's recipe (ours): as many dead-leaves images as training photo crops, a gentler rate
-DECODER_FINETUNE: dict = dict(lr=2e-4, warmup=50, decay_from=0.5, synthetic=1536, decoder_only=True)
+# Stage 1b's recipe (ours): 4096 dead-leaves images beside 1536 photo crops, a gentler rate
+DECODER_FINETUNE: dict = dict(lr=2e-4, warmup=50, decay_from=0.5, synthetic=4096, decoder_only=True)
 
 
 def _grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
