@@ -164,6 +164,9 @@ def test_training_hours_schedule_two_chains_on_two_cores(tmp_path):
     hours = training_hours(tmp_path)
     assert hours["unet"] == 5000.5 and hours["dit"] == 6000.0 and hours["decoder"] == 0.0
     assert hours["two_cores"] == 4000 + 6000  # CLIP fits beside the VAE; the DiT is the longer second stage
-    cards["sd"]["decoder_last"] = {"seconds": "1500"}  # stage 1b runs after the U-Net, beside the DiT
+    cards["sd"]["decoder_last"] = {"seconds": "1500"}  # stage 1b only needs the VAE: after the U-Net or the DiT
     (tmp_path / "sd" / "eval.json").write_text(json.dumps(cards["sd"]))
-    assert training_hours(tmp_path)["two_cores"] == 4000 + 5000.5 + 1500
+    assert training_hours(tmp_path)["two_cores"] == 4000 + 5000.5 + 1500  # after the U-Net: 6500.5 < 6000 + 1500
+    cards["sd"]["sd_last"] = {"seconds": "7000"}
+    (tmp_path / "sd" / "eval.json").write_text(json.dumps(cards["sd"]))
+    assert training_hours(tmp_path)["two_cores"] == 4000 + 6000 + 1500  # after the DiT: 7500 < 7000 + 1500
