@@ -1,8 +1,9 @@
 """Build the tiny world in stages, each resuming from its checkpoint under ``work``, and export.
 
 ``<work>/vae``: stage 1, the VAE (``final/`` when done). ``<work>/vae-decoder``: stage 1b, the same
-VAE with its decoder fine-tuned (same latents). ``<work>/sd``: stage 2, text encoder + U-Net. ``export`` turns the latest stage-2 checkpoint (EMA weights by default) into a diffusers
-Stable Diffusion folder, so a usable snapshot exists before training ends. ``<work>/clip``: the tiny
+VAE with its decoder fine-tuned (same latents). ``<work>/sd``: stage 2, text encoder + U-Net.
+``export`` turns the latest stage-2 checkpoint (EMA weights by default) and the latest VAE into a
+diffusers Stable Diffusion folder, so a usable snapshot exists before training ends. ``<work>/clip``: the tiny
 open_clip (``train_clip.py``). ``<work>/pairs`` and ``<work>/dit``: the photo -> comic pairs and the
 paired DiT run (``python -m dit_translate train`` on ``presets/tiny-dit.toml``), whose checkpoint
 folder is shipped with its encoders shared with the SD folder and the CLIP folder.

@@ -93,15 +93,16 @@ def train_vae(work: str | Path, cfg: VAETrainConfig, data: TinyDataset | None = 
               init: AutoencoderKL | None = None) -> AutoencoderKL:
     """Train (or resume) up to ``cfg.steps``; save the final model to ``<work>/final``.
 
-    A new VAE's ``scaling_factor`` is set to 1/std of its latents on the training images. With
-    ``cfg.decoder_only`` the trained VAE ``init`` is fine-tuned with its encoder and ``quant_conv``
-    frozen, so its latents and ``scaling_factor`` stay those of ``init``.
+    Starts from ``init`` when given, else from a new VAE of ``cfg.model``, whose ``scaling_factor`` is
+    then set to 1/std of its latents on the training images. With ``cfg.decoder_only`` the trained VAE
+    ``init`` is fine-tuned with its encoder and ``quant_conv`` frozen, so its latents and
+    ``scaling_factor`` stay those of ``init``.
     """
+    if cfg.decoder_only and init is None:
+        raise ValueError("decoder_only fine-tunes a trained VAE: pass it as init")
     work = Path(work)
     data = data or TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed, recolor=cfg.recolor,
                                synthetic=cfg.synthetic)
-    if cfg.decoder_only and init is None:
-        raise ValueError("decoder_only fine-tunes a trained VAE: pass it as init")
     torch.manual_seed(cfg.seed)
     vae = make_vae(**cfg.model) if init is None else init
     if cfg.decoder_only:
@@ -123,7 +124,7 @@ def train_vae(work: str | Path, cfg: VAETrainConfig, data: TinyDataset | None = 
     loop.run(step_fn)
     if loop.accelerator.is_main_process:
         vae.eval()
-        if not cfg.decoder_only:
+        if init is None:
             vae.register_to_config(scaling_factor=1.0 / latent_std(vae, data, seed=cfg.seed))
         vae.save_pretrained(work / "final")
     loop.accelerator.wait_for_everyone()
