@@ -28,10 +28,6 @@ from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
 from dit_translate.tiny.train_vae import DECODER_STAGE, VAETrainConfig, train_vae
 
 
-def _data(size: int, crops_per_photo: int, seed: int, recolor: bool = False) -> TinyDataset:
-    return TinyDataset("train", size, crops_per_photo, seed=seed, recolor=recolor)
-
-
 def build_vae(work: str | Path, cfg: VAETrainConfig) -> None:
     """Stage 1: train (or finish) the VAE; writes ``<work>/vae/final``.
 
@@ -40,7 +36,7 @@ def build_vae(work: str | Path, cfg: VAETrainConfig) -> None:
     if (Path(work) / "sd" / CHECKPOINT_NAME).exists():
         print("vae: stage 2 was trained on the current VAE; not training it further", file=sys.stderr)
         return
-    train_vae(Path(work) / "vae", cfg, _data(cfg.size, cfg.crops_per_photo, cfg.seed, cfg.recolor))
+    train_vae(Path(work) / "vae", cfg)  # its training images follow from cfg
 
 
 def build_decoder(work: str | Path, cfg: VAETrainConfig) -> None:
@@ -68,7 +64,7 @@ def build_sd(work: str | Path, cfg: SDTrainConfig) -> None:
     """Stage 2: train (or finish) text encoder + U-Net on the stage-1 VAE's latents."""
     work = Path(work)
     vae = AutoencoderKL.from_pretrained(work / "vae" / "final", use_safetensors=True)
-    data = _data(cfg.size, cfg.crops_per_photo, cfg.seed)
+    data = TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed)
     train_sd(work / "sd", cfg, vae, load_tokenizer(work), data)
 
 

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from dit_translate.tiny.data import (
     HELD_OUT, PHOTOS, STYLES, TinyDataset, caption, load_photos, resize, style_caption, to_tensor,
 )
+from dit_translate.tiny.build import final_vae
 from dit_translate.tiny.train_vae import DECODER_STAGE
 
 _COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
@@ -141,9 +142,9 @@ def write_model_card(folder: str | Path, work: str | Path) -> Path:
     folder, work = Path(folder), Path(work)
     vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
     psnr = vae_psnr(vae)
-    curves = {f"{name} loss": read_curve(work / stage / "loss.csv")
-              for name, stage in (("VAE", "vae"), ("VAE decoder fine-tune", DECODER_STAGE), ("U-Net+text", "sd"))
-              if (work / stage / "loss.csv").exists()}
+    tuned = final_vae(work).parent == work / DECODER_STAGE  # the exported VAE is stage 1b's
+    stages = (("VAE", "vae"),) + ((("VAE decoder fine-tune", DECODER_STAGE),) if tuned else ()) + (("U-Net+text", "sd"),)
+    curves = {f"{name} loss": read_curve(work / stage / "loss.csv") for name, stage in stages}
     plot_curves(curves, folder / "loss_curve.png")
     sample_grid(folder, folder / "samples.png")
     vae_last, sd_last = _csv_tail(work / "vae" / "loss.csv"), _csv_tail(work / "sd" / "loss.csv")
@@ -152,7 +153,7 @@ def write_model_card(folder: str | Path, work: str | Path) -> Path:
     step = json.loads((folder / "training_step.json").read_text())
     results = {"heldout_vae_psnr_db": psnr, "vae_last": vae_last, "sd_last": sd_last, **step}
     decoder_line = ""
-    if (work / DECODER_STAGE / "loss.csv").exists():
+    if tuned:
         dec_last = results["decoder_last"] = _csv_tail(work / DECODER_STAGE / "loss.csv")
         dec_cfg = json.loads((work / DECODER_STAGE / "train_config.json").read_text())
         decoder_line = f"""
