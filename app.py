@@ -19,10 +19,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from dit_translate import about, api, images, runtime  # noqa: E402
+from dit_translate import about, api, images, runtime, sizes  # noqa: E402
+from dit_translate.errors import MemoryExhaustedError, MissingWeightsError  # noqa: E402
 from dit_translate.images import ImageError  # noqa: E402
 from dit_translate.presets import PAIRED_KINDS, PresetError, load_preset  # noqa: E402
-from dit_translate.store import MissingWeightsError, default_store  # noqa: E402
+from dit_translate.store import default_store  # noqa: E402
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
     import spaces
@@ -46,7 +47,7 @@ OUTPUT_KEEP = 100
 """At most this many requests' output folders are kept in ``output_root()`` (the newest)."""
 DEFAULT_PRESET, DEFAULT_PAIRED = "tiny", "tiny-dit"
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "examples")
-USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError, runtime.MemoryExhaustedError)
+USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError, MemoryExhaustedError)
 OUT_OF_MEMORY = ("Out of memory: try a smaller image, fewer steps, fewer methods at once, or a smaller preset "
                  "(e.g. tiny).")
 METHOD_LABELS = {"sdedit": "SDEdit", "correct": "Correction", "pnp": "PnP"}
@@ -96,7 +97,7 @@ def _reporter(progress, label: str):
 def _present(image, original):
     """A result tensor (1, 3, h, w) in [-1, 1] -> PIL at the input's aspect ratio (working scale)."""
     out = images.to_pil(image)
-    return images.restore_aspect(out, original.size, max_side=max(out.size))
+    return sizes.restore_aspect(out, original.size, max_side=max(out.size))
 
 
 def _require(**knobs) -> None:

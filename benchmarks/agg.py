@@ -12,7 +12,7 @@ against plain DDIM and against two baselines that guide through the U-Net:
 All variants are the same sampler (``dit_translate.methods.agg.agg``) at equal steps, with the same
 windows, seed and text-guidance loss; only the switches differ. Settings: the ``tiny`` preset (at its
 working size, 96 px; its guidance CLIP) and random weights in Stable Diffusion 1.5's shapes at 256 px (built by
-``dit_translate.bench.sd15_size_models``) guided by a random-init open_clip ViT-B-32 (the sd15
+``benchmarks.common.sd15_size_models``) guided by a random-init open_clip ViT-B-32 (the sd15
 preset's guidance architecture). Writes agg.json, agg.md and agg.png into --out.
 """
 
@@ -30,26 +30,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from dit_translate.bench import (  # noqa: E402
-    chelsea, machine_info, machine_summary, memory_method, peak_memory, sd15_size_models, write_results)
-from dit_translate.methods.agg import agg  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    chelsea,
+    machine_info,
+    machine_summary,
+    memory_method,
+    peak_memory,
+    sd15_size_models,
+    write_results,
+)
+from dit_translate.methods.agg import AGGConfig, agg  # noqa: E402
 from dit_translate.methods.losses import StyleLoss, text_guidance  # noqa: E402
 
 PROMPT = "a comic drawing of a cat"
 TARGETS = {"agg/ddim": ("<=", 3.0), "diffuseit/agg": (">=", 1.5), "all-mcg/agg": (">=", 1.5)}
 """Time-ratio targets: AGG costs at most 3x plain DDIM and is at least 1.5x faster than MCG-everywhere."""
 SKIP = 0.4
-DIFFUSEIT = {"edit": 1.0 - SKIP, "boost": 0.0, "refine": "none", "method": "diffuseit"}
+DIFFUSEIT = {"edit": 1.0 - SKIP, "boost": 0.0, "refine": "none"}
 """MCG through the U-Net at every run step but the final one (edit window = the whole run, no last window)."""
 
 
 def variants(inner_steps: list[int]) -> dict[str, dict[str, Any]]:
-    """Variant name -> ``agg`` switches: plain DDIM once, AGG and all-MCG per K."""
-    out: dict[str, dict[str, Any]] = {"ddim": {"mcg": False, "refine": "none", "method": "ddim"},
+    """Variant name -> ``AGGConfig`` switches: plain DDIM once, AGG and all-MCG per K."""
+    out: dict[str, dict[str, Any]] = {"ddim": {"mcg": False, "refine": "none"},
                                       "diffuseit": DIFFUSEIT}
     for k in inner_steps:
         out[f"agg K={k}"] = {"inner_steps": k}
-        out[f"all-mcg K={k}"] = {"refine": "mcg", "inner_steps": k, "method": "all-mcg"}
+        out[f"all-mcg K={k}"] = {"refine": "mcg", "inner_steps": k}
     return out
 
 
@@ -65,7 +72,8 @@ def measure(models, image: torch.Tensor, style: StyleLoss, switches: dict[str, d
             print(f"  round {round_ + 1 - int(warmup)}/{repeats}: {key}", file=sys.stderr, flush=True)
             start = time.process_time()
             with peak_memory(models.device) as peak:
-                result = agg(models, image, style, prompt=PROMPT, guidance=guidance, steps=steps, skip=SKIP, seed=0, **sw)
+                result = agg(models, image, style, AGGConfig(steps=steps, skip=SKIP, **sw), prompt=PROMPT, guidance=guidance,
+                             seed=0)
             if warmup and round_ == 0:
                 continue
             runs[key]["cpu"].append(time.process_time() - start)

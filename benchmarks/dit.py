@@ -71,7 +71,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from dit_translate.diffusion.ddim import Schedule, ddim_sample, make_steps
     from dit_translate.paired.config import DiffusionSpec
-    from dit_translate.paired.translate import make_scheduler
+    from dit_translate.paired.sampling import make_noise_scheduler
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net, call, condition = _build(spec["model"], spec["size"])
@@ -99,7 +99,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         warm_up = once  # a whole step: it also allocates the optimizer state
     else:
         net.eval()
-        scheduler = make_scheduler(DiffusionSpec())
+        scheduler = make_noise_scheduler(DiffusionSpec())
         schedule, grid = Schedule.from_scheduler(scheduler), make_steps(scheduler, spec["steps"])
         keep = torch.arange(2 * b, device=device) < b
 
@@ -273,7 +273,7 @@ def main() -> None:
         print(json.dumps(_worker(json.loads(args.worker))))
         return
     report = run(args.sizes.split(","), args.rounds, args.batch, args.sample_batch, args.steps, args.iters)
-    from dit_translate.bench import write_results
+    from benchmarks.common import write_results
 
     write_results(report, args.out, "dit", markdown, plot)
     print(markdown(report), end="")

@@ -5,7 +5,7 @@
 
 Launches ``app.build_demo()`` in-process on 127.0.0.1 with the tiny presets and the queue settings of
 ``app.main`` (``app.QUEUE``: ``max_size=16``, ``default_concurrency_limit=1``; each endpoint's own limits
-are read from the app), then runs three phases with ``dit_translate.loadtest``:
+are read from the app), then runs three phases with ``benchmarks/loadtest.py``:
 
 1. warm-up: each distinct request once, alone (the oracle answers; loads every model);
 2. sustained: ``--clients`` closed-loop clients send ``--requests`` requests (throughput, latency,
@@ -31,8 +31,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 
-from dit_translate import loadtest  # noqa: E402
-from dit_translate.bench import machine_info, machine_summary, release_free_memory, write_results  # noqa: E402
+from benchmarks import loadtest  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine_info,
+    machine_summary,
+    release_free_memory,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = [str(ROOT / "assets" / "examples" / name) for name in ("chelsea.jpg", "coffee.jpg")]
@@ -47,8 +52,9 @@ def _rows(outcomes: list[loadtest.Outcome]) -> list[dict[str, Any]]:
 def run(clients: int, requests: int, burst: int, timeout: float, max_minutes: float, rss_bound_mb: float
         ) -> dict[str, Any]:
     """Launch the app, run the three phases and the final request; the full report."""
-    import app
     from gradio_client import Client
+
+    import app
 
     demo = app.build_demo()
     _, url, _ = demo.queue(**app.QUEUE).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,

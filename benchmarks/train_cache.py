@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from dit_translate.bench import machine_info, machine_summary, write_results  # noqa: E402
+from benchmarks.common import machine_info, machine_summary, write_results  # noqa: E402
 
 MODES = ("cached", "encoded")
 
@@ -43,7 +43,7 @@ def run(data: Path, steps: int, rounds: int) -> dict[str, Any]:
     from dit_translate.paired.data import PairedDataset, PairSampler
     from dit_translate.paired.train import DiTRecipe
     from dit_translate.presets import load_preset
-    from dit_translate.tiny.checkpoint import step_generator
+    from dit_translate.runtime import step_generator
 
     preset = load_preset("tiny-dit")
     t = preset.paired.train

@@ -1,26 +1,47 @@
 """dit-translate: diffusion image-to-image translation.
 
-The public API: load models by preset (``ModelStore``), run a method on a (1, 3, H, W) tensor in
-[-1, 1] (``sdedit``, ``correct``, ``pnp``), or go from an image file to a result (``api.edit``).
+The public API, imported on first use (so ``python -m dit_translate presets`` and reading a preset load
+no model code):
+
+- from an image file to a result: ``api.edit``, ``api.guide``, ``api.translate`` (``dit_translate.api``);
+- the methods on tensors, (1, 3, H, W) in [-1, 1]: ``sdedit``, ``correct``, ``pnp``, ``agg``, and the
+  paired ``translate``; each returns a ``TranslationResult``;
+- models: ``ModelStore`` / ``default_store`` (loaded by preset), ``DiffusionModels`` (a loaded bundle),
+  ``load_preset``;
+- the feature seam: ``FeatureSet``, ``record_features``, ``inject_features``.
 """
 
-from dit_translate.diffusion.features import FeatureSet, inject_features, record_features
-from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.methods.common import TranslationResult
-from dit_translate.methods.correction import correct
-from dit_translate.methods.pnp import pnp
-from dit_translate.methods.sdedit import sdedit
-from dit_translate.store import ModelStore, default_store
+from __future__ import annotations
 
-__all__ = [
-    "DiffusionModels",
-    "FeatureSet",
-    "ModelStore",
-    "TranslationResult",
-    "correct",
-    "default_store",
-    "inject_features",
-    "pnp",
-    "record_features",
-    "sdedit",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DiffusionModels": "dit_translate.diffusion.models",
+    "FeatureSet": "dit_translate.diffusion.spec",
+    "inject_features": "dit_translate.diffusion.features",
+    "record_features": "dit_translate.diffusion.features",
+    "TranslationResult": "dit_translate.methods.common",
+    "sdedit": "dit_translate.methods.sdedit",
+    "correct": "dit_translate.methods.correction",
+    "pnp": "dit_translate.methods.pnp",
+    "agg": "dit_translate.methods.agg",
+    "translate": "dit_translate.paired.sampling",
+    "load_preset": "dit_translate.presets",
+    "ModelStore": "dit_translate.store",
+    "default_store": "dit_translate.store",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use (as diffusers does)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dit_translate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

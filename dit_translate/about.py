@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dit_translate.presets import LOCAL_DIR, MODEL_KINDS, PAIRED_KINDS, PresetError, list_presets, load_preset
+from dit_translate.presets import (
+    MODEL_KINDS,
+    PAIRED_KINDS,
+    PresetError,
+    list_presets,
+    load_preset,
+)
+from dit_translate.refs import LOCAL_DIR
 from dit_translate.store import availability
 
 if TYPE_CHECKING:

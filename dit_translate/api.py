@@ -19,18 +19,20 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
-from dit_translate import images, metrics
+from dit_translate import images, metrics, sizes
+from dit_translate.errors import MemoryExhaustedError, MissingWeightsError
+from dit_translate.knobs import check
 from dit_translate.methods import losses
-from dit_translate.methods.agg import agg
-from dit_translate.methods.common import Progress, TranslationResult, check_int
+from dit_translate.methods.agg import AGGConfig, agg, ddim_baseline
+from dit_translate.methods.common import Progress, TranslationResult
 from dit_translate.methods.correction import DEFAULT_FEATURES as CORRECTION_FEATURES
 from dit_translate.methods.correction import VARIANTS, correct
 from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
-from dit_translate.runtime import SEED_MAX, MemoryExhaustedError, free_memory, is_out_of_memory, make_generator
-from dit_translate.store import Loaded, LoadedPaired, MissingWeightsError, ModelStore, default_store
+from dit_translate.runtime import free_memory, is_out_of_memory, make_generator
+from dit_translate.store import Loaded, LoadedPaired, ModelStore, default_store
 
 EDIT_METHODS = ("sdedit", "correct", "pnp")
 T = TypeVar("T")
@@ -70,10 +72,12 @@ class EditRequest:
 
 
 def _whole_knobs(**knobs: object) -> dict[str, int | None]:
-    """Validate the integer knobs given before any model loads: ``seed`` in [0, SEED_MAX] (always needed), the
-    others (step counts) at least 1, where ``None`` stays ``None`` (the preset's default)."""
-    return {name: check_int(name, value, 0, SEED_MAX) if name == "seed" else None if value is None
-            else check_int(name, value, 1) for name, value in knobs.items()}
+    """Validate the whole-number knobs given before any model loads (``knobs.BOUNDS``); ``seed`` is always
+    needed, the step counts may be ``None`` (the preset's default)."""
+    out: dict[str, int | None] = {}
+    for name, value in knobs.items():
+        out[name] = None if value is None and name != "seed" else check(name, value)
+    return out
 
 
 def _default(value: Any, default: Any) -> Any:
@@ -87,7 +91,7 @@ def _check_text(name: str, value: object) -> None:
 
 def prepare_source(img: Image.Image, loaded: Loaded) -> torch.Tensor:
     """Fit an RGB image to the preset's working size -> (1, 3, H, W) in [-1, 1]."""
-    return images.to_tensor(images.to_working_size(img, loaded.preset.size, loaded.models.size_multiple))
+    return images.to_tensor(sizes.to_working_size(img, loaded.preset.size, loaded.models.size_multiple))
 
 
 def edit(
@@ -115,7 +119,7 @@ def edit(
 
 
 def _edit(request: EditRequest, img: Image.Image, loaded: Loaded, progress: Progress | None) -> TranslationResult:
-    with loaded.models.lock:
+    with loaded.lock:
         source = prepare_source(img, loaded)
         result = _run_edit(request, loaded, source, progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
@@ -182,7 +186,7 @@ def guide(
     Returns the AGG result with ``extras["ddim"]`` (the baseline's result) and the metrics
     ``guidance_loss_agg`` / ``guidance_loss_ddim`` (the style loss of each final image, with the
     same augmentations) and ``ssim_to_source`` / ``ssim_to_source_ddim``. ``options`` are further
-    ``methods.agg.agg`` keyword arguments (windows, etas, loss weights, ablation switches).
+    ``methods.agg.AGGConfig`` fields (windows, etas, loss weights, ablation switches).
     """
     _check_text("the target text", request.text)
     _check_text("the source text", request.source_text)
@@ -205,7 +209,7 @@ def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.
            ) -> TranslationResult:
     loaded = store.get(preset, model)
     guidance_models = store.guidance(loaded.preset)
-    with loaded.models.lock:
+    with loaded.lock:
         source = prepare_source(img, loaded)
         d = loaded.preset.defaults
         if text:
@@ -214,12 +218,12 @@ def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.
         else:
             h, w = source.shape[-2:]
             style = losses.image_guidance(guidance_models.dino(),
-                                          images.to_tensor(images.resize_to(style_img, (w, h))))
+                                          images.to_tensor(sizes.resize_to(style_img, (w, h))))
             prompt, cfg = "", 1.0
-        kwargs = dict(prompt=prompt, guidance=cfg, steps=_default(request.steps, d.steps), seed=request.seed,
-                      progress=progress, **(options or {}))
-        baseline = agg(loaded.models, source, style, **{**kwargs, "mcg": False, "refine": "none", "method": "ddim"})
-        result = agg(loaded.models, source, style, **kwargs)
+        config = AGGConfig(steps=_default(request.steps, d.steps), **(options or {}))
+        kwargs = dict(prompt=prompt, guidance=cfg, seed=request.seed, progress=progress)
+        baseline = ddim_baseline(loaded.models, source, config, **kwargs)
+        result = agg(loaded.models, source, style, config, **kwargs)
         for name, r in (("ddim", baseline), ("agg", result)):
             with torch.no_grad():
                 loss = style(r.image.clamp(-1, 1).to(loaded.models.device), make_generator(request.seed))
@@ -258,10 +262,10 @@ def translate(
 
 def _translate(img: Image.Image, loaded: LoadedPaired, progress: Progress | None, *, steps: int | None,
                guidance: float | None, seed: int) -> TranslationResult:
-    from dit_translate.paired.translate import translate as translate_paired
+    from dit_translate.paired.sampling import translate as translate_paired
 
     models = loaded.models
-    source = images.to_tensor(images.to_working_size(img, models.working_size, models.size_multiple))
+    source = images.to_tensor(sizes.to_working_size(img, models.working_size, models.size_multiple))
     result = translate_paired(models, source, steps=steps, guidance=guidance, seed=seed, progress=progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
     if models.clip is not None:  # the DiT's own CLIP (pix2pix has none)

@@ -17,11 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dit_translate.errors import WriteError
+
 TEMP_GLOB = ".*.tmp"
-
-
-class WriteError(OSError):
-    """A file or folder could not be written; the message names it and why. Nothing partial was left."""
 
 
 def temp_path(path: Path) -> Path:

@@ -60,20 +60,19 @@ def lpips_backbone_file(net: str = "alex", path: str = "") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
-def load_lpips(net: str = "alex", backbone: str = "", *, random_backbone: bool = False) -> torch.nn.Module:
+def load_lpips(net: str = "alex", backbone: str = "") -> torch.nn.Module:
     """A frozen LPIPS v0.1 model (``model(a, b)`` -> (B, 1, 1, 1) distances of images in [-1, 1]).
 
     The linear heads ship with the lpips wheel; the torchvision backbone is read from ``backbone`` (a
     ``.pth``/``.safetensors`` file) or the torch hub cache, never downloaded: a missing file raises
-    ``FileNotFoundError`` saying how to get it. ``random_backbone=True`` keeps a random trunk: a testing
-    switch whose distances mean nothing.
+    ``FileNotFoundError`` saying how to get it.
     """
     import lpips
 
     if net not in LPIPS_BACKBONES:
         raise ValueError(f"unknown LPIPS network {net!r}; choose one of {sorted(LPIPS_BACKBONES)}")
-    file = None if random_backbone else lpips_backbone_file(net, backbone)
-    if file is not None and not file.is_file():
+    file = lpips_backbone_file(net, backbone)
+    if not file.is_file():
         constructor = LPIPS_BACKBONES[net][0]
         raise FileNotFoundError(
             f"LPIPS ({net}) needs its torchvision backbone weights at {file}, which is missing: run "
@@ -83,16 +82,15 @@ def load_lpips(net: str = "alex", backbone: str = "", *, random_backbone: bool =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's 'pretrained' deprecation notice
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-    if file is not None:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-            state = load_file(str(file))
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        trunk = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-        # lpips splits torchvision's `features` into slices that keep the layer indices: sliceK.<i>.weight
-        model.net.load_state_dict({k: trunk[k.split(".", 1)[1]] for k in model.net.state_dict()})
+        state = load_file(str(file))
+    else:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    trunk = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    # lpips splits torchvision's `features` into slices that keep the layer indices: sliceK.<i>.weight
+    model.net.load_state_dict({k: trunk[k.split(".", 1)[1]] for k in model.net.state_dict()})
     return model.eval().requires_grad_(False)
 
 

@@ -31,28 +31,26 @@ Everything is validated when loaded; a bad field is a ``PresetError`` naming the
 
 from __future__ import annotations
 
-import tomllib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dit_translate.diffusion.features import KINDS, FeatureSet
+import tomllib
 
-if TYPE_CHECKING:
-    from dit_translate.paired.config import PairedSpec
+from dit_translate.diffusion.spec import KINDS, FeatureSet
+from dit_translate.errors import PresetError
+from dit_translate.knobs import check
+from dit_translate.paired.config import TABLES, PairedSpec, parse_paired
+from dit_translate.refs import is_local_dir, resolve_clip_ref, resolve_timm_ref
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 MODEL_KINDS = ("stable-diffusion", "pixel")
 FALLBACKS = ("random-sd",)
 PAIRED_KINDS = ("dit",)
 PAIRED_FALLBACKS = ("random-dit",)
-PAIRED_TABLES = ("dit", "pix2pix", "encoders", "data", "diffusion", "train")
+PAIRED_TABLES = tuple(TABLES)
 GUIDANCE_FALLBACKS = ("random-tiny",)
-LOCAL_DIR = "local-dir:"
-
-
-class PresetError(ValueError):
-    """A preset that does not exist or has a bad field."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +110,7 @@ class Preset:
         """The same preset pointed at another model (``--model PATH_OR_HUB_ID``)."""
         path = Path(model).expanduser()
         resolved = str(path.resolve()) if path.exists() or model.startswith((".", "/", "~")) else model
-        return Preset(self.name, self.kind, resolved, self.description, self.size, self.source, None, None,
-                      self.defaults, self.layers, self.guidance, self.paired)
+        return dataclasses.replace(self, model=resolved, revision=None, fallback=None)
 
 
 _TOP_KEYS = {"name", "kind", "description", "model", "revision", "size", "fallback", "defaults", "layers", "guidance",
@@ -166,8 +163,6 @@ def parse_preset(data: dict[str, Any], source: Path) -> Preset:
 
 
 def _parse_paired(data: dict[str, Any], size: int, source: Path) -> PairedSpec:
-    from dit_translate.paired.config import parse_paired
-
     try:
         return parse_paired(data, size, source.parent)
     except ValueError as e:
@@ -185,10 +180,11 @@ def _parse_defaults(raw: Any, source: Path) -> MethodDefaults:
         _check(ok and not isinstance(value, bool), source, f"[defaults] {key} must be a {expected.__name__}")
         values[key] = expected(value)
     d = MethodDefaults(**{**base.__dict__, **values})
-    _check(1 <= d.steps <= 1000, source, "[defaults] steps must be in [1, 1000]")
-    _check(1 <= d.pnp_inversion_steps <= 1000, source, "[defaults] pnp_inversion_steps must be in [1, 1000]")
-    _check(0 < d.strength <= 1, source, "[defaults] strength must be in (0, 1]")
-    _check(0 <= d.guidance <= 100, source, "[defaults] guidance must be in [0, 100]")
+    for key in ("steps", "pnp_inversion_steps", "strength", "guidance"):
+        try:
+            check(key, getattr(d, key), f"[defaults] {key}")
+        except ValueError as e:
+            raise PresetError(f"preset {source.name}: {e}") from None
     _check(d.size == 0 or (32 <= d.size <= 2048 and d.size % 8 == 0), source,
            "[defaults] size must be 0 or a multiple of 8 in [32, 2048]")
     return d
@@ -208,11 +204,12 @@ def _parse_layers(raw: Any, source: Path) -> dict[str, FeatureSet]:
     return layers
 
 
-def _local_dir(spec: str, source: Path, what: str) -> str:
-    """``"local-dir:folder"`` with ``folder`` resolved against the preset file's directory."""
-    folder = spec[len(LOCAL_DIR):].strip()
-    _check(folder != "", source, f"[guidance] {what} {spec!r} names no folder after 'local-dir:'")
-    return LOCAL_DIR + str((source.parent / Path(folder).expanduser()).resolve())
+def _ref(resolve, spec: str, source: Path, what: str) -> str:
+    """``resolve(spec, preset folder, what)`` (a ``refs`` checker), its ``ValueError`` as a ``PresetError``."""
+    try:
+        return resolve(spec, source.parent, what)
+    except ValueError as e:
+        raise PresetError(f"preset {source.name}: {e}") from None
 
 
 def _parse_guidance(raw: Any, source: Path) -> GuidanceSpec:
@@ -222,28 +219,16 @@ def _parse_guidance(raw: Any, source: Path) -> GuidanceSpec:
     clips = raw.get("clip", [])
     _check(isinstance(clips, list) and all(isinstance(c, str) and c.strip() for c in clips), source,
            "[guidance] clip must be a list of open_clip models ('arch/pretrained-tag' or 'local-dir:folder')")
-    resolved = []
-    for spec in clips:
-        if spec.startswith(LOCAL_DIR):
-            resolved.append(_local_dir(spec, source, "clip"))
-            continue
-        arch, _, tag = spec.partition("/")
-        _check(bool(arch) and bool(tag) and "/" not in tag and " " not in spec, source,
-               f"[guidance] clip {spec!r} must be 'arch/pretrained-tag' (e.g. 'ViT-B-32/openai') or 'local-dir:folder'")
-        resolved.append(spec)
+    resolved = [_ref(resolve_clip_ref, spec, source, "[guidance] clip") for spec in clips]
     dino = raw.get("dino")
     _check(dino is None or (isinstance(dino, str) and dino.strip() != ""), source,
            "[guidance] dino must be a timm id (e.g. 'vit_base_patch8_224.dino') or 'local-dir:folder'")
     if dino is not None:
-        if dino.startswith(LOCAL_DIR):
-            dino = _local_dir(dino, source, "dino")
-        else:
-            _check("/" not in dino and ":" not in dino and " " not in dino, source,
-                   f"[guidance] dino {dino!r} must be a timm id such as 'vit_base_patch8_224.dino' or 'local-dir:folder'")
+        dino = _ref(resolve_timm_ref, dino, source, "[guidance] dino")
     fallback = raw.get("fallback")
     _check(fallback is None or fallback in GUIDANCE_FALLBACKS, source,
            f"[guidance] fallback must be one of {GUIDANCE_FALLBACKS}")
-    local = [s for s in (*resolved, dino) if s is not None and s.startswith(LOCAL_DIR)]
+    local = [s for s in (*resolved, dino) if s is not None and is_local_dir(s)]
     _check(fallback is None or bool(local), source, "[guidance] fallback only applies to 'local-dir:' models")
     _check(bool(resolved) or dino is not None, source, "[guidance] names no model: give 'clip' and/or 'dino'")
     return GuidanceSpec(tuple(resolved), dino, fallback)

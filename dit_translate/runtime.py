@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-import random
 
-import numpy as np
 import torch
 
 
@@ -43,11 +41,6 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory
 """Lower-case fragments of the messages torch's allocators raise when memory runs out (CUDA, MPS, CPU)."""
 
 
-class MemoryExhaustedError(RuntimeError):
-    """A request needed more memory than the device had; the message names the request and what to reduce
-    (raised by ``api``, which has released the failed run's memory: the process keeps serving)."""
-
-
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocator running out of memory (``torch.OutOfMemoryError``, ``MemoryError``,
     or a ``RuntimeError`` with an allocator's out-of-memory message)."""
@@ -56,20 +49,16 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MARKERS)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) for reproducible runs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-SEED_MAX = 2**64 - 1
-"""The largest seed a torch generator takes (seeds are whole numbers in [0, SEED_MAX])."""
-
-
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator seeded with ``seed``; CPU generators give the same numbers on every machine."""
-    return torch.Generator(device=device).manual_seed(int(seed))
+    """A torch generator seeded with ``seed`` on ``device`` (on the CPU for MPS, which has none that
+    ``randn_tensor`` can use); CPU generators give the same numbers on every machine."""
+    device = torch.device(device)
+    return torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(int(seed))
+
+
+def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
+    """A CPU generator for one training step, so batches and noise depend only on (seed, step, rank)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + process)
 
 
 def hub_offline() -> bool:

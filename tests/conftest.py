@@ -1,6 +1,10 @@
 """Shared fixtures. The environment is made offline before anything imports huggingface_hub."""
 
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package of the checkout
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -13,7 +17,7 @@ import torch  # noqa: E402
 @pytest.fixture(scope="session")
 def random_sd_folder(tmp_path_factory):
     """A randomly initialised Stable-Diffusion-layout pipeline folder (SD block structure, tiny width)."""
-    from dit_translate.tiny.random_sd import build_random_sd
+    from dit_translate.untrained import build_random_sd
 
     return build_random_sd(tmp_path_factory.mktemp("random-sd") / "pipe", seed=0)
 

@@ -7,11 +7,25 @@ import pytest
 import torch
 
 from dit_translate.cli import main
-from dit_translate.diffusion.ddim import ddim_invert, ddim_sample, ddim_update, predict_x0
-from dit_translate.encoders import ClipEncoder, DinoEncoder, build_random_clip, build_random_dino
-from dit_translate.methods.agg import agg, agg_phases, guided_update, predict_eps, refine_bias
+from dit_translate.diffusion.ddim import (
+    ddim_invert,
+    ddim_sample,
+    ddim_update,
+    output_to_eps,
+    predict_x0,
+)
+from dit_translate.encoders import ClipEncoder, DinoEncoder
+from dit_translate.methods.agg import (
+    AGGConfig,
+    agg,
+    agg_phases,
+    ddim_baseline,
+    guided_update,
+    refine_bias,
+)
 from dit_translate.methods.losses import image_guidance, text_guidance
 from dit_translate.presets import load_preset
+from dit_translate.untrained import build_random_clip, build_random_dino
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 TEXT = "a comic drawing of an astronaut"
@@ -62,7 +76,7 @@ def test_symmetric_switch_changes_exactly_the_epsilon_term():
     eps_guided = (x_t - a**0.5 * x0g) / (1 - a) ** 0.5
     torch.testing.assert_close(sym - asym, (1 - a_prev - sigma**2) ** 0.5 * (eps_guided - eps))
     torch.testing.assert_close(sym, ddim_update(x0g, eps_guided, a_prev, sigma, z))
-    torch.testing.assert_close(predict_eps(x_t, predict_x0(x_t, eps, a), a), eps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(output_to_eps(predict_x0(x_t, eps, a), x_t, a, "sample"), eps, atol=1e-5, rtol=0)
 
 
 def test_refinement_is_adamw_on_a_bias_and_lowers_the_loss():
@@ -81,8 +95,10 @@ def test_refinement_never_backpropagates_through_the_unet_while_mcg_does(models,
         for key, kw in {"dds-only": dict(mcg=False), "mcg-only": dict(refine="none"), "agg": {},
                         "all-mcg": dict(refine="mcg", inner_steps=2)}.items():
             calls.clear()
-            r = agg(models, photo, style, prompt=TEXT, guidance=3.0, steps=20, **kw)
-            runs[key] = (len(calls), r.extras["unet_backwards"], r.extras["edit_steps"], r.extras["edit_losses"])
+            steps = []
+            r = agg(models, photo, style, AGGConfig(steps=20, **kw), prompt=TEXT, guidance=3.0, trace=steps.append)
+            edits = [step.losses for step in steps if step.losses is not None]
+            runs[key] = (len(calls), r.extras["unet_backwards"], r.extras["edit_steps"], edits)
     finally:
         hook.remove()
     assert runs["dds-only"][:2] == (0, 0) and all("refine" in e for e in runs["dds-only"][3])  # refinement ran
@@ -96,46 +112,48 @@ def test_refinement_never_backpropagates_through_the_unet_while_mcg_does(models,
 def test_agg_lowers_the_guidance_loss_below_unguided_ddim(models, photo, style, seed):
     # lambda_gt = 10, the official style-transfer setting: on this random tiny model the default 200
     # makes the structure term dominate and the two final losses differ only at noise level
-    kw = dict(prompt=TEXT, guidance=3.0, steps=20, seed=seed)
-    ddim = agg(models, photo, style, mcg=False, refine="none", method="ddim", **kw)
-    guided = agg(models, photo, style, reg_weight=10.0, **kw)
+    kw = dict(prompt=TEXT, guidance=3.0, seed=seed)
+    ddim = ddim_baseline(models, photo, AGGConfig(steps=20), **kw)
+    guided = agg(models, photo, style, AGGConfig(steps=20, reg_weight=10.0), **kw)
     assert ddim.method == "ddim" and guided.method == "agg"
     assert _final_loss(style, guided) < _final_loss(style, ddim) - 0.05
 
 
 def test_regulariser_keeps_the_result_closer_to_the_inversion_x0(models, photo, style):
-    def distance(result):
-        x0_inv = result.extras["inversion_x0"]
-        return (result.extras["latent"] - x0_inv[min(x0_inv)]).abs().mean().item()
+    def distance(config):
+        steps = []
+        agg(models, photo, style, config, prompt=TEXT, guidance=3.0, seed=1, trace=steps.append)
+        return (steps[-1].x - steps[-1].x0_inv).abs().mean().item()  # the final latent vs. the last x0_inv
 
-    kw = dict(prompt=TEXT, guidance=3.0, steps=20, seed=1)
-    assert distance(agg(models, photo, style, **kw)) < distance(agg(models, photo, style, regularizer=False, **kw)) - 0.01
+    assert distance(AGGConfig(steps=20)) < distance(AGGConfig(steps=20, regularizer=False)) - 0.01
 
 
 def test_zero_loss_agg_is_unguided_ddim_and_that_is_inversion_then_ddim(models, photo):
     def zero(images, generator=None):
         return images.sum() * 0
 
-    kw = dict(prompt=TEXT, guidance=3.0, steps=10, seed=0, reg_weight=0.0, range_weight=0.0)
-    guided = agg(models, photo, zero, **kw)
-    ddim = agg(models, photo, zero, mcg=False, refine="none", **kw)
+    kw = dict(prompt=TEXT, guidance=3.0, seed=0)
+    config = AGGConfig(steps=10, reg_weight=0.0, range_weight=0.0)
+    guided = agg(models, photo, zero, config, **kw)
+    ddim = ddim_baseline(models, photo, config, **kw)
     torch.testing.assert_close(guided.image, ddim.image, atol=1e-5, rtol=0)  # same noise, zero guidance
-    plain = agg(models, photo, zero, mcg=False, refine="none", eta_edit=0, eta=0, eta_boost=0, **kw)
+    plain = ddim_baseline(models, photo, AGGConfig(steps=10, eta_edit=0, eta=0, eta_boost=0), **kw)
     den = models.denoiser()
     with torch.no_grad():
         run = models.steps(10).tail(0.6)
-        empty, cond = models.empty_context(), models.condition(TEXT, "", 3.0)
-        z_t = ddim_invert(lambda x, t: den.raw(x, t, empty), models.encode(photo, sample=False), run, den.schedule)
+        empty, cond = models.empty_condition(), models.condition(TEXT, "", 3.0)
+        z_t = ddim_invert(lambda x, t: den.unguided(x, t, empty), models.encode(photo), run, den.schedule)
         z = ddim_sample(lambda x, t: den(x, t, cond, 3.0), z_t[run.timesteps[0]], run, den.schedule)
     torch.testing.assert_close(plain.image, models.decode(z), atol=1e-5, rtol=0)
 
 
 def test_nfe_counts_inversion_cfg_and_all_mcg_refinement(models, photo, style):
-    kw = dict(prompt=TEXT, guidance=3.0, steps=20)
+    kw = dict(prompt=TEXT, guidance=3.0)
     run, edit = 12, 3
-    assert agg(models, photo, style, mcg=False, refine="none", **kw).nfe == run + 2 * run
-    assert agg(models, photo, style, **kw).nfe == run + 2 * run  # the MCG step reuses its forward pass
-    assert agg(models, photo, style, refine="mcg", inner_steps=2, **kw).nfe == run + 2 * run + 2 * 2 * edit
+    assert ddim_baseline(models, photo, AGGConfig(steps=20), **kw).nfe == run + 2 * run
+    assert agg(models, photo, style, AGGConfig(steps=20), **kw).nfe == run + 2 * run  # MCG reuses its forward pass
+    all_mcg = AGGConfig(steps=20, refine="mcg", inner_steps=2)
+    assert agg(models, photo, style, all_mcg, **kw).nfe == run + 2 * run + 2 * 2 * edit
 
 
 def test_pixel_model_runs_image_guidance_with_noise_mixing(tmp_path, photo):
@@ -151,8 +169,8 @@ def test_pixel_model_runs_image_guidance_with_noise_mixing(tmp_path, photo):
     pixel = DiffusionModels.from_components(unet, DDIMScheduler(num_train_timesteps=1000))
     dino = DinoEncoder.from_model(timm.create_model(f"local-dir:{build_random_dino(tmp_path / 'dino')}", pretrained=True), "t")
     style = image_guidance(dino, torch.rand(1, 3, 32, 32) * 2 - 1)
-    ddim = agg(pixel, photo, style, mcg=False, refine="none", steps=20)
-    guided = agg(pixel, photo, style, steps=20)
+    ddim = ddim_baseline(pixel, photo, AGGConfig(steps=20))
+    guided = agg(pixel, photo, style, AGGConfig(steps=20))
     assert guided.image.shape == photo.shape and torch.isfinite(guided.image).all()
     assert guided.nfe == ddim.nfe == 12 + 12 and guided.extras["unet_backwards"] == 3
     assert _final_loss(style, guided) < _final_loss(style, ddim)
@@ -172,7 +190,7 @@ def test_pixel_model_runs_image_guidance_with_noise_mixing(tmp_path, photo):
 )
 def test_bad_knobs_raise_clear_errors(models, photo, style, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        agg(models, photo, style, **kwargs)
+        agg(models, photo, style, AGGConfig(**kwargs))
 
 
 # ---- the CLI ------------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from dit_translate import about, api, encoders, metrics, runtime
-from dit_translate.encoders import build_random_clip, fit_square, load_clip, normalize
+from dit_translate import about, api, metrics, runtime, untrained
+from dit_translate.encoders import fit_square, normalize
+from dit_translate.guidance import load_clip
 from dit_translate.methods.common import TranslationResult
 from dit_translate.presets import GuidanceSpec, load_preset
 from dit_translate.store import ModelStore
+from dit_translate.untrained import build_random_clip
 
 
 def _preset(**guidance):
@@ -72,7 +74,7 @@ def test_clip_scores_use_the_presets_first_guidance_clip(clip, clip_dir, photo):
 
 
 def test_clip_scores_say_when_the_clip_is_an_untrained_fallback_or_missing(tmp_path, monkeypatch, photo):
-    monkeypatch.setattr(encoders, "UNTRAINED_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(untrained, "UNTRAINED_CACHE", tmp_path / "cache")
     store = ModelStore("cpu")
     fallback = _preset(clip=(f"local-dir:{tmp_path / 'nope'}",), fallback="random-tiny")
     scores = api.clip_scores([photo], "a comic drawing", photo, preset=fallback, store=store)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dit_translate.bench import METHODS, benchmark_models, make_report, peak_memory, write_report
+from benchmarks.common import peak_memory
+from benchmarks.editing import METHODS, benchmark_models, make_report, write_report
 
 STEPS, STRENGTH, INVERSION = 5, 0.8, 10
 

@@ -13,7 +13,7 @@ from dit_translate.diffusion.ddim import (
     output_to_eps,
     training_target,
 )
-from dit_translate.tiny.random_sd import SD_SCHEDULER
+from dit_translate.untrained import SD_SCHEDULER
 
 
 def _eps_fn(x, t):

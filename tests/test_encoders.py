@@ -5,19 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from dit_translate import encoders
-from dit_translate.encoders import (
-    Guidance,
-    build_random_clip,
-    build_random_dino,
-    fit_square,
-    guidance_availability,
-    load_clip,
-    load_dino,
-    normalize,
-)
+from dit_translate import untrained
+from dit_translate.encoders import IMAGENET_MEAN, fit_square, normalize
+from dit_translate.errors import MissingWeightsError
+from dit_translate.guidance import Guidance, guidance_availability, load_clip, load_dino
 from dit_translate.presets import GuidanceSpec, load_preset
-from dit_translate.store import MissingWeightsError, ModelStore
+from dit_translate.store import ModelStore
+from dit_translate.untrained import build_random_clip, build_random_dino
 
 
 def _preset(**guidance):
@@ -27,7 +21,7 @@ def _preset(**guidance):
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """Build untrained fallbacks into a throwaway cache instead of ~/.cache/dit-translate."""
-    monkeypatch.setattr(encoders, "UNTRAINED_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(untrained, "UNTRAINED_CACHE", tmp_path / "cache")
     return tmp_path / "cache"
 
 
@@ -57,7 +51,7 @@ def test_local_dir_models_load_with_their_own_preprocessing(tmp_path):
     clip.embed_image(img).sum().backward()
     assert img.grad.abs().sum() > 0
     dino, untrained = load_dino(preset.guidance.dino, preset)
-    assert not untrained and dino.size == 64 and dino.mean == encoders.IMAGENET_MEAN
+    assert not untrained and dino.size == 64 and dino.mean == IMAGENET_MEAN
     assert dino.cls_token(img).shape == (1, 64)
 
 

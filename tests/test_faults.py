@@ -9,7 +9,6 @@ this process with the same torch thread count, so "identical" means bit for bit.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import re
@@ -22,19 +21,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from test_paired_support import ab_data, tiny_clip, write_preset  # noqa: F401 - fixtures
 from train_worker import SAVE_EVERY, train_tiny
 
 from dit_translate import api
+from dit_translate.errors import (
+    CorruptWeightsError,
+    MemoryExhaustedError,
+    MissingWeightsError,
+)
 from dit_translate.files import WriteError
-from dit_translate.paired.checkpoint import STATE_FILE, load_state, save_state
+from dit_translate.paired.checkpoint import STATE_FILE
+from dit_translate.training import load_state, save_state
+from dit_translate.paired.loading import load_paired
 from dit_translate.paired.train import train
-from dit_translate.paired.translate import load_paired
 from dit_translate.presets import load_preset
-from dit_translate.runtime import MemoryExhaustedError
-from dit_translate.store import CorruptWeightsError, MissingWeightsError, ModelStore, default_store
+from dit_translate.store import ModelStore, default_store
 from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -95,8 +99,7 @@ def _losses(folder: Path) -> list[dict[str, str]]:
 
 
 def _tiny_step(work: Path) -> int:
-    with safe_open(str(work / CHECKPOINT_NAME), framework="pt") as f:
-        return json.loads(f.metadata()["state"])["step"]
+    return load_state(work / CHECKPOINT_NAME)["step"]
 
 
 def _assert_same_tiny_run(reference: Path, work: Path) -> None:
@@ -151,8 +154,8 @@ def paired_run(tmp_path_factory, tiny_clip, ab_data):
 
 def _assert_same_paired_run(reference: Path, out: Path) -> None:
     _assert_same_tensors(reference / STATE_FILE, out / STATE_FILE)  # model, EMA, Adam moments, RNG
-    assert load_state(reference / STATE_FILE)["recipe"]["schedulers"] == load_state(out / STATE_FILE)["recipe"][
-        "schedulers"]
+    assert load_state(reference / STATE_FILE)["recipe"]["lr_schedulers"] == load_state(out / STATE_FILE)["recipe"][
+        "lr_schedulers"]
     _assert_same_tensors(reference / "model" / "diffusion_pytorch_model.safetensors",
                          out / "model" / "diffusion_pytorch_model.safetensors")
     last = f"step_{PAIRED_STEPS:07d}.png"
@@ -225,7 +228,7 @@ def test_damaged_paired_checkpoint_and_guidance_clip_name_the_file(tmp_path, pai
     with pytest.raises(CorruptWeightsError, match=rf"the paired checkpoint from {re.escape(str(folder))}: the "
                                                    rf"weights file {re.escape(str(bad))} is truncated or corrupt"):
         ModelStore(device="cpu").get_paired(checkpoint=folder)
-    from dit_translate.encoders import load_clip
+    from dit_translate.guidance import load_clip
 
     clip = shutil.copytree(tiny_clip, tmp_path / "clip")
     _garble_header(clip / "open_clip_model.safetensors")
@@ -287,22 +290,22 @@ STORAGE_FULL = {
 @pytest.mark.parametrize("writer", ["tiny checkpoint", "paired training state"])
 def test_a_full_disk_during_a_checkpoint_save_names_it_and_keeps_the_previous_one(tmp_path, monkeypatch, writer,
                                                                                   error):
-    import dit_translate.paired.checkpoint as paired
-    import dit_translate.tiny.checkpoint as tiny
+    import dit_translate.training as training
 
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())
-    module, path = (tiny, tmp_path / CHECKPOINT_NAME) if writer == "tiny checkpoint" else (paired, tmp_path / STATE_FILE)
+    tiny = writer == "tiny checkpoint"
+    path = tmp_path / (CHECKPOINT_NAME if tiny else STATE_FILE)
 
     def save(step: int) -> None:
-        if module is tiny:
+        if tiny:
             save_checkpoint(path, step, model, optimizer)
         else:
             save_state(path, {"step": step, "model": model.state_dict()})
 
     save(1)
     before = path.read_bytes()
-    monkeypatch.setattr(module, "save_file", _disk_full_after_half(module, STORAGE_FULL[error]))
+    monkeypatch.setattr(training, "save_file", _disk_full_after_half(training, STORAGE_FULL[error]))
     with pytest.raises(WriteError, match=rf"^cannot write {re.escape(str(path))}: no space left on device$"):
         save(2)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]

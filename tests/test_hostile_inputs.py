@@ -16,11 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -31,8 +31,8 @@ from test_paired_support import tiny_clip, write_preset  # noqa: F401 - fixture
 from dit_translate import api
 from dit_translate.cli import main
 from dit_translate.images import ImageError
+from dit_translate.knobs import SEED_MAX
 from dit_translate.presets import PRESET_DIR, PresetError, load_preset, parse_preset
-from dit_translate.runtime import SEED_MAX
 
 FAST = settings(max_examples=20, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -211,7 +211,7 @@ class TestKnobs:
 @pytest.fixture(scope="module")
 def paired_checkpoint(tmp_path_factory, tiny_clip) -> Path:  # noqa: F811 - the imported fixture
     """An untrained pixel-space DiT checkpoint folder (the tiny-dit preset needs the tiny world's VAE)."""
-    from dit_translate.paired.translate import build_untrained
+    from dit_translate.paired.loading import build_untrained
 
     root = tmp_path_factory.mktemp("paired")
     return build_untrained(load_preset(str(write_preset(root / "toy.toml", tiny_clip))), root)
@@ -418,9 +418,9 @@ BAD_TOML = {  # file text -> fragment naming the field
     'name = "x"\nkind = "nope"\nmodel = "m"\n': "'kind' must be one of",
     'name = "x"\nkind = "pixel"\nmodel = ""\n': "'model' must be a non-empty string",
     'name = "x"\nkind = "pixel"\nmodel = "m"\nbogus = 1\n': "unknown field(s) ['bogus']",
-    'name = "x"\nkind = "pixel"\nmodel = "m"\n[defaults]\nstrength = nan\n': "[defaults] strength must be in (0, 1]",
-    'name = "x"\nkind = "pixel"\nmodel = "m"\n[defaults]\nguidance = inf\n': "[defaults] guidance must be in [0, 100]",
-    'name = "x"\nkind = "pixel"\nmodel = "m"\n[defaults]\nsteps = 0\n': "[defaults] steps must be in [1, 1000]",
+    'name = "x"\nkind = "pixel"\nmodel = "m"\n[defaults]\nstrength = nan\n': "[defaults] strength must be in (0.0, 1.0]",
+    'name = "x"\nkind = "pixel"\nmodel = "m"\n[defaults]\nguidance = inf\n': "[defaults] guidance must be in [0.0, 100.0]",
+    'name = "x"\nkind = "pixel"\nmodel = "m"\n[defaults]\nsteps = 0\n': "[defaults] steps must be a whole number at least 1",
     'name = "x"\nkind = "pixel"\nmodel = "m"\n[defaults]\nsteps = "20"\n': "[defaults] steps must be a int",
     'name = "x"\nkind = "pixel"\nmodel = "m"\n[guidance]\nclip = 5\n': "[guidance] clip must be a list",
     'name = "x"\nkind = "pixel"\nmodel = "m"\n[layers.pnp]\nresnet = "up"\n': "[layers.pnp] resnet must be a list",
@@ -572,7 +572,8 @@ def test_cli_process_long_prompt_works_and_leaves_no_temp_files(tmp_path, clean_
                      LONG_PROMPT + "🐱 猫", "--steps", "2", "--out", str(out), "--json"], clean_tmp)
     assert proc.returncode == 0, proc.stderr
     assert "tokens long; truncated to the text encoder's 77" in proc.stderr and "Traceback" not in proc.stderr
-    from dit_translate.images import load_image, to_working_size
+    from dit_translate.images import load_image
+    from dit_translate.sizes import to_working_size
     from dit_translate.store import ModelStore
 
     multiple = ModelStore().get("tiny").models.size_multiple  # the VAE factor: 4 for the tiny world

@@ -18,18 +18,20 @@ from PIL import Image, ImageFile, ImageOps, features
 from dit_translate import images
 from dit_translate.images import (
     DEFAULT_MAX_PIXELS,
-    MAX_ASPECT_RATIO,
     ImageError,
-    center_crop_to_multiple,
-    fit_size,
-    fit_to_multiple,
     load_image,
-    resize_to,
-    restore_aspect,
     save_image,
     to_numpy01,
     to_pil,
     to_tensor,
+)
+from dit_translate.sizes import (
+    MAX_ASPECT_RATIO,
+    center_crop_to_multiple,
+    fit_size,
+    fit_to_multiple,
+    resize_to,
+    restore_aspect,
 )
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)

@@ -5,8 +5,8 @@ import torch
 from accelerate import Accelerator
 from test_paired_support import tiny_clip, write_ab_pairs, write_preset  # noqa: F401 - fixtures
 
+from dit_translate.diffusion.codec import LatentCodec
 from dit_translate.paired.data import PairedDataset
-from dit_translate.paired.encoders import LatentCodec
 from dit_translate.paired.latent_cache import LatentCache
 from dit_translate.paired.train import DiTRecipe
 from dit_translate.presets import load_preset
@@ -14,7 +14,7 @@ from dit_translate.presets import load_preset
 
 @pytest.fixture(scope="module")
 def vae_folder(tmp_path_factory):
-    from dit_translate.tiny.random_sd import random_vae
+    from dit_translate.untrained import random_vae
 
     folder = tmp_path_factory.mktemp("vae")
     torch.manual_seed(0)

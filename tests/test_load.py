@@ -7,7 +7,7 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from dit_translate import loadtest  # noqa: E402
+from benchmarks import loadtest  # noqa: E402
 from dit_translate.presets import load_preset  # noqa: E402
 
 IMAGE = "assets/examples/chelsea.jpg"

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dit_translate.encoders import ClipEncoder, DinoEncoder, build_random_clip, build_random_dino, fit_square
+from dit_translate.encoders import ClipEncoder, DinoEncoder, fit_square
 from dit_translate.methods.losses import (
     TEMPLATES,
     clip_direction,
@@ -16,6 +16,7 @@ from dit_translate.methods.losses import (
     text_embedding,
     text_guidance,
 )
+from dit_translate.untrained import build_random_clip, build_random_dino
 
 
 @pytest.fixture(scope="module")

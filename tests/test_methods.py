@@ -105,10 +105,10 @@ def test_pnp_without_injection_is_ddim_from_the_inverted_latent(models, photo):
     out = pnp(models, photo, PROMPT, steps=10, inversion_steps=10, guidance=3.0, negative_prompt="", tau_feat=0, tau_attn=0)
     den = models.denoiser()
     with torch.inference_mode():
-        z0 = models.encode(photo, sample=False)
+        z0 = models.encode(photo)
         steps = models.steps(10)
-        empty, cond = models.empty_context(), models.condition(PROMPT, "", 3.0)
-        zT = ddim_invert(lambda x, t: den.raw(x, t, empty), z0, steps, den.schedule)[steps.timesteps[0]]
+        empty, cond = models.empty_condition(), models.condition(PROMPT, "", 3.0)
+        zT = ddim_invert(lambda x, t: den.unguided(x, t, empty), z0, steps, den.schedule)[steps.timesteps[0]]
         z = ddim_sample(lambda x, t: den(x, t, cond, 3.0), zT, steps, den.schedule)
         ref = models.decode(z)
     torch.testing.assert_close(out.image, ref, atol=1e-5, rtol=0)

@@ -6,9 +6,8 @@ import pytest
 from PIL import Image
 from test_paired_support import ab_data, tiny_clip, write_preset  # noqa: F401 - fixtures
 
-from dit_translate import store
+from dit_translate import store, untrained
 from dit_translate.cli import main
-from dit_translate.paired import encoders
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +75,7 @@ def test_eval_compares_the_dit_with_the_gan(trained, ab_data, tmp_path, capsys):
 
 def test_translate_tiny_dit_falls_back_to_a_labelled_untrained_model(tmp_path, ab_data, monkeypatch, capsys,
                                                                     tiny_dit_without_weights):
-    monkeypatch.setattr(store, "UNTRAINED_CACHE", tmp_path / "cache")
-    monkeypatch.setattr(encoders, "UNTRAINED_CLIP", tmp_path / "cache" / "clip")
+    monkeypatch.setattr(untrained, "UNTRAINED_CACHE", tmp_path / "cache")
     monkeypatch.setattr(store, "_default", None)
     out = tmp_path / "o.png"
     assert main(["translate", "--image", str(ab_data / "p1.png"), "--preset", str(tiny_dit_without_weights),

@@ -3,10 +3,13 @@
 import pytest
 import torch
 from accelerate import Accelerator
-from test_paired_support import tiny_clip, write_preset  # noqa: F401 - fixture
+from test_paired_support import lpips_backbone, tiny_clip, write_preset  # noqa: F401 - fixtures
 
+from dit_translate.diffusion.ddim import Schedule
+from dit_translate.diffusion.denoiser import Denoiser, ImageCondition, dit_network
+from dit_translate.paired.config import DiffusionSpec
 from dit_translate.paired.dit import PairedDiT
-from dit_translate.paired.translate import guided_eps
+from dit_translate.paired.sampling import make_noise_scheduler
 
 
 def _perturbed(model: PairedDiT, seed: int = 0) -> PairedDiT:
@@ -68,10 +71,12 @@ def test_cfg_combines_both_branches_in_one_batch():
     model = _model()
     x, c = torch.randn(2, 4, 16, 16), torch.randn(2, 16)
     t = torch.full((2,), 700)
+    denoiser = Denoiser(dit_network(model), Schedule.from_scheduler(make_noise_scheduler(DiffusionSpec())))
     with torch.no_grad():
         eps_c, eps_u = model(x, t, c), model(x, t, c, keep=torch.zeros(2, dtype=torch.bool))
-        guided = guided_eps(model, c, None, 3.0)(x, 700)
-        plain = guided_eps(model, c, None, 1.0)(x, 700)
+        guided = denoiser(x, 700, ImageCondition(c), 3.0)
+        assert denoiser.nfe == 4  # both branches of both samples, in one batch
+        plain = denoiser(x, 700, ImageCondition(c), 1.0)
     assert torch.allclose(guided, eps_u + 3.0 * (eps_c - eps_u), atol=1e-5) and torch.allclose(plain, eps_c)
 
 
@@ -103,17 +108,17 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(plain, params))
 
 
-def test_auxiliary_losses_reach_the_dit_through_the_frozen_vae(tmp_path, tiny_clip):
+def test_auxiliary_losses_reach_the_dit_through_the_frozen_vae(tmp_path, tiny_clip, lpips_backbone):
     """CLIP and LPIPS terms of x0_hat decoded by a (random) VAE backpropagate into the DiT only."""
     from dit_translate.paired.train import DiTRecipe
     from dit_translate.presets import load_preset
-    from dit_translate.tiny.random_sd import random_vae
+    from dit_translate.untrained import random_vae
 
     torch.manual_seed(0)
     random_vae(width=8, levels=2).save_pretrained(tmp_path / "vae")
     preset = load_preset(str(write_preset(
-        tmp_path / "p.toml", tiny_clip, encoders={"vae": "./vae"}, dit={"patch": 2},
-        train={"lambda_clip": 1.0, "lambda_lpips": 1.0, "lpips_random_backbone": True, "aux_t_max": 1000})))
+        tmp_path / "p.toml", tiny_clip, encoders={"vae": "./vae", "lpips_backbone": str(lpips_backbone)}, dit={"patch": 2},
+        train={"lambda_clip": 1.0, "lambda_lpips": 1.0, "aux_t_max": 1000})))
     recipe = DiTRecipe(Accelerator(cpu=True), preset.paired, preset)
     _perturbed(recipe.net()).train()
     assert recipe.codec.factor == 2 and recipe.codec.channels == 4

@@ -3,8 +3,10 @@
 import pytest
 from test_paired_support import tiny_clip, write_preset  # noqa: F401 - fixture
 
+from dit_translate.errors import MissingWeightsError
+from dit_translate.paired.loading import resolve_paired_folder
 from dit_translate.presets import PAIRED_KINDS, PresetError, list_presets, load_preset
-from dit_translate.store import MissingWeightsError, availability, resolve_paired_folder
+from dit_translate.store import availability
 
 
 def test_shipped_paired_presets_keep_the_paper_configuration_apart():

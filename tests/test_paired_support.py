@@ -31,6 +31,24 @@ def toy_pair(i: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     return a, np.roll(255 - a, size // 4, axis=1)
 
 
+def random_lpips_backbone(path: Path) -> Path:
+    """A random AlexNet trunk (``features.*``) as safetensors: LPIPS plumbing for tests, distances mean nothing."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        trunk = {k: v.contiguous() for k, v in torchvision.models.alexnet().state_dict().items() if k.startswith("features.")}
+    save_file(trunk, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def lpips_backbone(tmp_path_factory) -> Path:
+    return random_lpips_backbone(tmp_path_factory.mktemp("lpips") / "alexnet.safetensors")
+
+
 def write_ab_pairs(folder: Path, n: int, size: int = 32, names: list[str] | None = None) -> Path:
     """Write ``n`` toy pairs as pix2pix AB images (A | B side by side) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +88,7 @@ def _toml(value) -> str:
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     """An open_clip local-dir folder with a tiny random CLIP."""
-    from dit_translate.encoders import build_random_clip
+    from dit_translate.untrained import build_random_clip
 
     return build_random_clip(tmp_path_factory.mktemp("clip") / "clip", seed=0, config=TINY_CLIP)
 

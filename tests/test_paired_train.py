@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from test_paired_support import ab_data, tiny_clip, write_ab_pairs, write_preset  # noqa: F401 - fixtures
+from test_paired_support import ab_data, lpips_backbone, tiny_clip, write_ab_pairs, write_preset  # noqa: F401 - fixtures
 
 from dit_translate.metrics import psnr
-from dit_translate.paired.checkpoint import STATE_FILE, load_state, save_state
+from dit_translate.paired.checkpoint import STATE_FILE
+from dit_translate.training import load_state, save_state
 from dit_translate.paired.data import PairedDataset
+from dit_translate.paired.loading import load_paired
+from dit_translate.paired.sampling import sample_dit, translate
 from dit_translate.paired.train import train
-from dit_translate.paired.translate import load_paired, sample_dit, translate
 from dit_translate.presets import load_preset
 
 
@@ -80,10 +82,10 @@ def _state_tensors(folder) -> dict[str, torch.Tensor]:
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
-def test_resume_is_bit_identical_and_checkpoint_loads_exactly(tmp_path, tiny_clip, ab_data):
+def test_resume_is_bit_identical_and_checkpoint_loads_exactly(tmp_path, tiny_clip, ab_data, lpips_backbone):
     preset = load_preset(str(write_preset(
-        tmp_path / "p.toml", tiny_clip,
-        train={"steps": 6, "grad_accum": 2, "lambda_lpips": 0.2, "lpips_random_backbone": True,
+        tmp_path / "p.toml", tiny_clip, encoders={"lpips_backbone": str(lpips_backbone)},
+        train={"steps": 6, "grad_accum": 2, "lambda_lpips": 0.2,
                "aux_t_max": 1000, "ema_decay": 0.9, "lr_schedule": "cosine", "warmup_steps": 2})))
     whole = train(preset, ab_data, tmp_path / "whole", progress=False)
     half = train(preset, ab_data, tmp_path / "split", max_steps=3, progress=False)
@@ -91,8 +93,8 @@ def test_resume_is_bit_identical_and_checkpoint_loads_exactly(tmp_path, tiny_cli
     assert (whole.step, half.step, rest.step, rest.resumed_from) == (6, 3, 6, 3)
     a, b = _state_tensors(tmp_path / "whole"), _state_tensors(tmp_path / "split")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model, EMA, Adam moments, RNG
-    assert load_state(tmp_path / "whole" / STATE_FILE)["recipe"]["schedulers"] == \
-        load_state(tmp_path / "split" / STATE_FILE)["recipe"]["schedulers"]
+    assert load_state(tmp_path / "whole" / STATE_FILE)["recipe"]["lr_schedulers"] == \
+        load_state(tmp_path / "split" / STATE_FILE)["recipe"]["lr_schedulers"]
     assert _losses(tmp_path / "whole") == _losses(tmp_path / "split")  # the log was trimmed and continued
     assert (tmp_path / "whole" / "samples" / "step_0000006.png").is_file()
     assert not [p for p in (tmp_path / "whole").rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".tmp")]
@@ -137,7 +139,7 @@ def test_missing_lpips_weights_fail_before_training(tmp_path, tiny_clip, ab_data
 
 def test_latent_space_concat_variant_trains_and_translates(tmp_path, tiny_clip, ab_data):
     """The non-paper variant in a (random) VAE's latent space: the local VAE is copied into the checkpoint."""
-    from dit_translate.tiny.random_sd import random_vae
+    from dit_translate.untrained import random_vae
 
     torch.manual_seed(0)
     random_vae(width=8, levels=3).save_pretrained(tmp_path / "vae")

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from dit_translate.errors import MissingWeightsError
 from dit_translate.presets import PresetError, list_presets, load_preset
-from dit_translate.store import MissingWeightsError, ModelStore, availability, resolve_folder
+from dit_translate.store import ModelStore, availability
+from dit_translate.weights import resolve_folder
 
 
 def _write(tmp_path, body: str):
@@ -30,7 +32,7 @@ def test_shipped_presets_load():
         ('name="x"\nkind="gan"\nmodel="a/b"', "'kind' must be one of"),
         ('name="x"\nkind="pixel"', "'model' must be a non-empty string"),
         ('name="x"\nkind="pixel"\nmodel="a/b"\nsize=100', "'size' must be an integer multiple of 8"),
-        ('name="x"\nkind="pixel"\nmodel="a/b"\n[defaults]\nsteps=0', "steps must be in"),
+        ('name="x"\nkind="pixel"\nmodel="a/b"\n[defaults]\nsteps=0', r"\[defaults\] steps must be a whole number at least 1"),
         ('name="x"\nkind="pixel"\nmodel="a/b"\n[defaults]\nstrength="high"', "strength must be a float"),
         ('name="x"\nkind="pixel"\nmodel="a/b"\n[defaults]\nwarp=1', "unknown \\[defaults\\] field 'warp'"),
         ('name="x"\nkind="pixel"\nmodel="a/b"\n[layers.pnp]\nvalues=["a"]', "unknown kind"),

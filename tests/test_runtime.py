@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from dit_translate.runtime import hub_offline, make_generator, pick_device, pick_dtype, seed_everything
+from dit_translate.runtime import (
+    hub_offline,
+    make_generator,
+    pick_device,
+    pick_dtype,
+    step_generator,
+)
 
 
 def test_device_and_dtype_choice():
@@ -22,10 +28,9 @@ def test_device_and_dtype_choice():
 
 
 def test_seeding_is_reproducible(monkeypatch):
-    seed_everything(3)
-    a = torch.rand(3)
-    seed_everything(3)
-    assert torch.equal(a, torch.rand(3))
+    assert torch.equal(torch.rand(3, generator=step_generator(1, 7)), torch.rand(3, generator=step_generator(1, 7)))
+    assert not torch.equal(torch.rand(3, generator=step_generator(1, 7)), torch.rand(3, generator=step_generator(1, 8)))
+    assert make_generator(0, "cpu").device.type == "cpu"
     assert torch.equal(torch.randn(4, generator=make_generator(5)), torch.randn(4, generator=make_generator(5)))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_offline()

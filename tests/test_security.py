@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_paired_support import tiny_clip, write_preset  # noqa: F401 - fixture
 
 from dit_translate.cli import main
-from dit_translate.store import ALLOW_PATTERNS, IGNORE_PATTERNS, CorruptWeightsError, MissingWeightsError, ModelStore
+from dit_translate.errors import CorruptWeightsError, MissingWeightsError
+from dit_translate.store import ModelStore
+from dit_translate.weights import ALLOW_PATTERNS, IGNORE_PATTERNS
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "dit_translate").rglob("*.py")) + [ROOT / "app.py"]
@@ -224,7 +225,7 @@ def test_corrupt_safetensors_is_a_clear_error(tmp_path, random_sd_folder):
 def test_pickle_only_paired_checkpoint_is_refused_unread(tmp_path, tiny_clip, monkeypatch):  # noqa: F811
     """A user-supplied checkpoint folder (``translate --checkpoint``) whose network is a pickle."""
     from dit_translate.paired.checkpoint import CheckpointError
-    from dit_translate.paired.translate import build_untrained, load_paired
+    from dit_translate.paired.loading import build_untrained, load_paired
     from dit_translate.presets import load_preset
 
     folder = build_untrained(load_preset(str(write_preset(tmp_path / "toy.toml", tiny_clip))), tmp_path)
@@ -236,7 +237,7 @@ def test_pickle_only_paired_checkpoint_is_refused_unread(tmp_path, tiny_clip, mo
 
 
 def test_pickle_only_guidance_folder_is_refused_unread(tmp_path, monkeypatch):
-    from dit_translate.encoders import Guidance
+    from dit_translate.guidance import Guidance
     from dit_translate.presets import load_preset
 
     no_unpickling(monkeypatch)

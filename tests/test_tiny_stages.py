@@ -12,12 +12,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dit_translate.encoders import load_clip
-from dit_translate.paired.checkpoint import CheckpointError, resolve_refs, share_encoders
+from dit_translate.guidance import load_clip
+from dit_translate.paired.checkpoint import (
+    CheckpointError,
+    resolve_refs,
+    share_encoders,
+)
 from dit_translate.presets import load_preset
 from dit_translate.tiny import data as D
 from dit_translate.tiny.checkpoint import load_weights
-from dit_translate.tiny.train_clip import CLIPTrainConfig, Contrastive, export_clip, train_clip
+from dit_translate.tiny.train_clip import (
+    CLIPTrainConfig,
+    Contrastive,
+    export_clip,
+    train_clip,
+)
 
 SMALL_CLIP = {
     "embed_dim": 16,

@@ -63,12 +63,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.kind == "tiny":
-        from dit_translate.tiny import checkpoint as module
-    else:
-        from dit_translate.paired import checkpoint as module
     if args.stall_save:
-        stall_save(module, args.stall_save, args.marker)
+        from dit_translate import training  # both kinds write their state with training.save_file
+
+        stall_save(training, args.stall_save, args.marker)
     if args.kind == "tiny":
         train_tiny(args.paths[0], args.steps)
         return

@@ -18,11 +18,28 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from dit_translate.diffusion.spec import PREDICTION_TYPES
+
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 """``eps_fn(x, t) -> eps``: the noise prediction for ``x`` (B, C, H, W) at integer timestep ``t``."""
 
-StepCallback = Callable[[int, int, int, torch.Tensor], None]
-"""``callback(i, n, t, x)``: called after step ``i`` of ``n`` (0-based) at timestep ``t`` with the new ``x``."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a DDIM loop passes its callback after step ``i`` of ``n`` (0-based), taken at timestep ``t``:
+    the new ``x``, and the model's ``eps`` and ``x0`` estimate that made it (as k-diffusion passes
+    ``denoised``)."""
+
+    i: int
+    n: int
+    t: int
+    x: torch.Tensor
+    eps: torch.Tensor
+    x0: torch.Tensor
+
+
+StepCallback = Callable[[StepInfo], None]
 
 
 @dataclass(frozen=True)
@@ -99,9 +116,6 @@ def predict_x0(x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> torch
     return (x - (1 - alpha) ** 0.5 * eps) / alpha**0.5
 
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-
-
 def training_target(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor, prediction_type: str) -> torch.Tensor:
     """What a network predicting ``prediction_type`` is regressed on at ``x_t = sqrt(a) x0 + sqrt(1 - a) noise``:
     ``noise``, ``v = sqrt(a) noise - sqrt(1 - a) x0`` (Salimans & Ho 2022) or ``x0``."""
@@ -160,7 +174,11 @@ def ddim_step(
 ) -> torch.Tensor:
     """One DDIM step from timestep ``t`` to ``t_prev`` (< t); equals ``DDIMScheduler.step`` without clipping."""
     a, a_prev = schedule.alpha(t), schedule.alpha(t_prev)
-    x0 = predict_x0(x, eps, a)
+    return _step_from_x0(predict_x0(x, eps, a), eps, a, a_prev, eta, generator)
+
+
+def _step_from_x0(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, a_prev: torch.Tensor, eta: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
     if eta == 0:
         return ddim_update(x0, eps, a_prev)
     sigma = ddim_sigma(a, a_prev, eta)
@@ -180,9 +198,12 @@ def ddim_sample(
     """Run DDIM over ``steps`` from the noise level of ``steps.timesteps[0]`` down to the clean level."""
     n = len(steps)
     for i, t in enumerate(steps.timesteps):
-        x = ddim_step(x, eps_fn(x, t), t, steps.prev(t), schedule, eta, generator)
+        eps = eps_fn(x, t)
+        a, a_prev = schedule.alpha(t), schedule.alpha(steps.prev(t))
+        x0 = predict_x0(x, eps, a)
+        x = _step_from_x0(x0, eps, a, a_prev, eta, generator)
         if callback is not None:
-            callback(i, n, t, x)
+            callback(StepInfo(i, n, t, x, eps, x0))
     return x
 
 
@@ -206,10 +227,11 @@ def ddim_invert(
     for i, t in enumerate(ascending):
         a_from, a_to = schedule.alpha(steps.prev(t)), schedule.alpha(t)
         eps = eps_fn(x, t)
-        x = ddim_update(predict_x0(x, eps, a_from), eps, a_to)
+        x0 = predict_x0(x, eps, a_from)
+        x = ddim_update(x0, eps, a_to)
         latents[t] = x
         if callback is not None:
-            callback(i, len(ascending), t, x)
+            callback(StepInfo(i, len(ascending), t, x, eps, x0))
     return latents
 
 
@@ -219,7 +241,7 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: int, schedule: Schedule)
     return a**0.5 * x0 + (1 - a) ** 0.5 * noise
 
 
-def timestep_at_fraction(steps: Sequence[int], fraction: float) -> set[int]:
+def first_fraction(steps: Sequence[int], fraction: float) -> set[int]:
     """The first ``int(fraction * len(steps))`` timesteps of a descending list (PnP's tau thresholds)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")

@@ -19,43 +19,33 @@ the body raises. Stored tensors recorded from a batch of one are broadcast over 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 
-KINDS = ("attn_probs", "attn_qk", "resnet")
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    """Which layers to record or inject, per kind (diffusers module names or aliases, see ``resolve_layer``)."""
-
-    attn_probs: tuple[str, ...] = ()
-    attn_qk: tuple[str, ...] = ()
-    resnet: tuple[str, ...] = ()
-
-    def items(self) -> Iterator[tuple[str, str]]:
-        for kind in KINDS:
-            for layer in getattr(self, kind):
-                yield kind, layer
-
-    def __bool__(self) -> bool:
-        return any(True for _ in self.items())
-
-    def only(self, *kinds: str) -> FeatureSet:
-        """The same layers restricted to ``kinds``."""
-        return FeatureSet(**{k: getattr(self, k) if k in kinds else () for k in KINDS})
-
+from dit_translate.diffusion.ddim import first_fraction
+from dit_translate.diffusion.spec import KINDS, FeatureSet
 
 FeatureStore = dict[tuple[str, str, int], torch.Tensor]
 """Recorded features: ``{(kind, layer, timestep): tensor}``; ``attn_qk`` stores Q and K stacked on dim 0."""
 
 Selector = Callable[[str, int], "int | None"]
 """``select(kind, t) -> recorded timestep to inject at U-Net timestep t, or None for no injection``."""
+
+
+def windowed_selector(timesteps: Sequence[int], tau_attn: float, tau_feat: float) -> Selector:
+    """PnP's injection windows over a descending grid: attention maps during its first ``tau_attn`` fraction,
+    ResBlock features during its first ``tau_feat``, each at the U-Net's own timestep."""
+    windows = {"resnet": first_fraction(timesteps, tau_feat)}
+    attn_window = first_fraction(timesteps, tau_attn)
+
+    def select(kind: str, t: int) -> int | None:
+        return t if t in windows.get(kind, attn_window) else None
+
+    return select
 
 _LDM_BLOCK = re.compile(r"^(input|output)_blocks\.(\d+)$")
 

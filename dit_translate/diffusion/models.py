@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
+from dit_translate.diffusion.codec import LatentCodec
 from dit_translate.diffusion.ddim import Schedule, Steps, make_steps
-from dit_translate.diffusion.denoiser import Denoiser, TextCondition
+from dit_translate.diffusion.denoiser import Denoiser, TextCondition, unet_network
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,9 @@ class DiffusionModels:
 
     Latent models (Stable Diffusion layout) have a ``vae``; pixel models (``UNet2DModel``, DDPM/ADM
     family) have ``vae=None`` and work on images directly. Images are (B, 3, H, W) in [-1, 1].
-    ``scheduler`` is always a ``DDIMScheduler`` built from the checkpoint's scheduler config.
-    ``lock`` serialises requests on one bundle across threads (``api`` holds it for each request):
-    the methods patch the shared U-Net while they run (feature hooks, attention processors), so a
-    concurrent pass would read or write another request's features.
+    ``scheduler`` is always a ``DDIMScheduler`` built from the checkpoint's scheduler config. The methods
+    patch the U-Net while they run (feature hooks, attention processors): callers that share a bundle
+    across threads serialise its use (``store.Loaded.lock``).
     """
 
     unet: torch.nn.Module
@@ -35,7 +34,10 @@ class DiffusionModels:
     tokenizer: object | None = None
     name: str = "model"
     _prompt_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    codec: LatentCodec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.codec = LatentCodec(self.vae)
 
     @classmethod
     def from_pipeline_folder(
@@ -81,8 +83,7 @@ class DiffusionModels:
         """Bundle already-built components; any scheduler config is re-read as a ``DDIMScheduler``."""
         for m in (unet, vae, text_encoder):
             if m is not None:
-                m.to(device) if m.dtype == dtype else m.to(device, dtype)
-                m.eval().requires_grad_(False)
+                m.to(device, dtype).eval().requires_grad_(False)
         ddim = DDIMScheduler.from_config(scheduler.config)
         return cls(unet, ddim, vae, text_encoder, tokenizer, name)
 
@@ -102,9 +103,7 @@ class DiffusionModels:
     @property
     def scale_factor(self) -> int:
         """Pixels per latent cell (8 for Stable Diffusion, 1 for pixel models)."""
-        if self.vae is None:
-            return 1
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.codec.factor
 
     @property
     def size_multiple(self) -> int:
@@ -125,27 +124,23 @@ class DiffusionModels:
 
     def denoiser(self) -> Denoiser:
         """A fresh denoiser (NFE counter at 0) over this bundle's U-Net."""
-        return Denoiser(self.unet, self.schedule, self.scheduler.config.prediction_type)
+        return Denoiser(unet_network(self.unet), self.schedule, self.scheduler.config.prediction_type)
+
+    @property
+    def conditional(self) -> bool:
+        """True for text-conditional U-Nets (they take ``encoder_hidden_states``)."""
+        return getattr(self.unet.config, "cross_attention_dim", None) is not None
 
     # ---- images <-> model space -------------------------------------------------------------
-    def encode(self, image: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> model space (scaled VAE latents, or the image itself).
-
-        ``sample=True`` draws from the VAE posterior with ``generator`` (what diffusers img2img does);
-        ``sample=False`` takes its mean (what inversion-based methods use).
-        """
-        image = image.to(self.device, self.dtype)
-        if self.vae is None:
-            return image
-        dist = self.vae.encode(image).latent_dist
-        z = dist.sample(generator) if sample else dist.mode()
-        return z * self.vae.config.scaling_factor
+    def encode(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> model space (scaled VAE latents, or the image itself): a draw
+        from the VAE posterior with ``generator`` (what diffusers img2img does), else its mean (what
+        inversion-based methods use)."""
+        return self.codec.encode(image.to(self.device, self.dtype), generator)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Model space -> images (B, 3, H, W), unclamped (about [-1, 1])."""
-        if self.vae is None:
-            return z
-        return self.vae.decode(z / self.vae.config.scaling_factor).sample
+        return self.codec.decode(z)
 
     # ---- text -------------------------------------------------------------------------------
     def embed(self, prompt: str) -> torch.Tensor:
@@ -167,13 +162,13 @@ class DiffusionModels:
             self._prompt_cache[prompt] = hidden.to(self.dtype)
         return self._prompt_cache[prompt]
 
-    def empty_context(self) -> torch.Tensor | None:
-        """Empty-prompt embeddings (1, L, D) for text models, None for unconditional ones (inversion)."""
-        return self.embed("") if self.text_encoder is not None else None
+    def empty_condition(self) -> TextCondition | None:
+        """The empty prompt (inversion, feature passes); None for unconditional pixel models."""
+        return TextCondition(self.embed("")) if self.text_encoder is not None else None
 
     def condition(self, prompt: str, negative_prompt: str = "", guidance: float = 1.0) -> TextCondition | None:
         """The ``TextCondition`` for a prompt (``None`` for unconditional pixel models)."""
-        if not self.denoiser().conditional:
+        if not self.conditional:
             return None
         uncond = self.embed(negative_prompt) if guidance != 1.0 else None
         return TextCondition(self.embed(prompt), uncond)

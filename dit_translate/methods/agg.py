@@ -1,4 +1,4 @@
-"""Asymmetric Gradient Guidance, AGG (Kwon & Ye, arXiv 2306.04396; methods.md section 2).
+"""Asymmetric Gradient Guidance, AGG (Kwon & Ye, arXiv 2306.04396; docs/methods.md §5).
 
 1. Deterministic DDIM inversion of the source (empty prompt, no CFG) over the last ``1 - skip`` of
    the ``steps`` grid, storing the Tweedie estimate x0_inv[t] at every timestep.
@@ -12,27 +12,50 @@
 
 The loss ``L`` is the style loss (``losses.StyleLoss``) plus the range loss on the decoded estimate
 plus the structure regulariser (L1 to x0_inv[t] in model space: latents for Stable Diffusion, pixels
-for pixel models). Latent models are scored on the VAE-decoded x0 estimate (methods.md 2.3, [I]);
+for pixel models). Latent models are scored on the VAE-decoded x0 estimate (docs/methods.md §5.7, [I]);
 pixel models on DiffuseIT's noise-mixed estimate (``losses.noise_mix``).
 
-Switches give the ablations and baselines: ``symmetric=True`` (guided eps too), ``mcg=False`` (no
-U-Net gradient), ``regularizer=False``, ``refine="none"`` (MCG only), ``refine="mcg"`` (every
-refinement iteration is another MCG step through the U-Net: the DiffuseIT-style baseline), and
-``mcg=False, refine="none"`` (unguided DDIM with the same windows and noise).
+``AGGConfig`` holds the knobs; its switches give the ablations and baselines: ``symmetric=True``
+(guided eps too), ``mcg=False`` (no U-Net gradient), ``regularizer=False``, ``refine="none"`` (MCG only),
+``refine="mcg"`` (every refinement iteration is another MCG step through the U-Net: the DiffuseIT-style
+baseline). ``ddim_baseline`` is the unguided DDIM run with the same windows and noise. ``agg`` is the
+sampler: inversion, then ``agg_step`` in the edit window and plain DDIM elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from dit_translate.diffusion.ddim import EpsFn, Steps, ddim_invert, ddim_sigma, ddim_update, predict_x0
-from dit_translate.diffusion.denoiser import Denoiser
+from dit_translate.diffusion.ddim import (
+    EpsFn,
+    StepInfo,
+    Steps,
+    ddim_invert,
+    ddim_sigma,
+    ddim_update,
+    output_to_eps,
+    predict_x0,
+)
+from dit_translate.diffusion.denoiser import Denoiser, TextCondition
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.methods.common import Progress, TranslationResult, check_int, check_range, step_reporter, timed
-from dit_translate.methods.losses import StyleLoss, noise_mix, range_loss, structure_loss
+from dit_translate.knobs import check, check_int, check_range
+from dit_translate.methods.common import (
+    Progress,
+    TranslationResult,
+    step_reporter,
+    timed,
+)
+from dit_translate.methods.losses import (
+    StyleLoss,
+    noise_mix,
+    range_loss,
+    structure_loss,
+)
 from dit_translate.runtime import make_generator
 
 REFINE = ("dds", "mcg", "none")
@@ -40,6 +63,74 @@ REFERENCE_NUMEL = 3 * 256 * 256
 """Elements of one sample in the official setting (ADM, 256x256 pixels), where the loss weights were tuned."""
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``objective(x0, x_t) -> loss``: AGG's loss of a model-space x0 estimate at the current ``x_t``."""
+
+
+
+
+@dataclass(frozen=True)
+class AGGConfig:
+    """AGG's knobs, validated on construction. ``steps`` is the respaced grid (``skip`` of it is skipped);
+    window fractions, etas, AdamW ``lr``, ``inner_steps`` (K) and loss weights are AGG's defaults.
+
+    ``mcg_scale`` multiplies the MCG step ``(1 - a)/sqrt(a) grad``; ``None`` [I] uses ``numel /
+    REFERENCE_NUMEL`` (per sample), which keeps the per-element step of the official 256x256 pixel
+    setting: the losses are means, so their gradients shrink as 1/numel, and the weights (200) were
+    tuned there (the paper's formula exactly at 256x256 pixels; much smaller steps on latents). The
+    AdamW refinement is scale-free and needs no such factor. ``mix=None`` means noise-mixed scoring for
+    pixel models, plain decoded x0 for latent ones.
+    """
+
+    steps: int = 50
+    skip: float = 0.4
+    edit: float = 0.2
+    boost: float = 0.2
+    eta_edit: float = 0.7
+    eta: float = 0.7
+    eta_boost: float = 1.0
+    mcg: bool = True
+    mcg_scale: float | None = None
+    refine: str = "dds"
+    inner_steps: int = 1
+    lr: float = 0.02
+    regularizer: bool = True
+    reg_weight: float = 200.0
+    range_weight: float = 200.0
+    symmetric: bool = False
+    mix: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.refine not in REFINE:
+            raise ValueError(f"refine must be one of {REFINE}, got {self.refine!r}")
+        for name in ("skip", "edit", "boost", "eta_edit", "eta", "eta_boost"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        check_range("lr", self.lr, 0.0, 1.0, low_open=True)
+        check_range("reg_weight", self.reg_weight, 0.0, 1e6)
+        check_range("range_weight", self.range_weight, 0.0, 1e6)
+        if self.mcg_scale is not None:
+            check_range("mcg_scale", self.mcg_scale, 0.0, 1e6)
+        object.__setattr__(self, "inner_steps", check_int("inner_steps", self.inner_steps, 1))
+
+    @property
+    def guided(self) -> bool:
+        """Whether the edit window is guided at all (else this is unguided DDIM)."""
+        return self.mcg or self.refine != "none"
+
+    def unguided(self) -> AGGConfig:
+        """The same windows, etas and grid without guidance: AGG's DDIM baseline."""
+        return dataclasses.replace(self, mcg=False, refine="none")
+
+
+@dataclass(frozen=True)
+class AGGStep:
+    """What ``agg`` reports to its ``trace`` after reverse step ``i`` at timestep ``t``: its window, the new
+    ``x``, the regulariser's target ``x0_inv`` and, for guided edit steps, the losses (``mcg``, ``refine``)."""
+
+    i: int
+    t: int
+    phase: str
+    x: torch.Tensor
+    x0_inv: torch.Tensor
+    losses: dict | None = None
 
 
 def agg_phases(num_steps: int, skip: float = 0.4, edit: float = 0.2, boost: float = 0.2) -> tuple[str, ...]:
@@ -59,11 +150,6 @@ def agg_phases(num_steps: int, skip: float = 0.4, edit: float = 0.2, boost: floa
     return tuple("edit" if i > edit_above else "last" if i <= last_from else "middle" for i in indices)
 
 
-def predict_eps(x: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """The epsilon consistent with ``x0`` at ``x``: ``(x - sqrt(a) x0) / sqrt(1 - a)``."""
-    return (x - alpha**0.5 * x0) / (1 - alpha) ** 0.5
-
-
 def guided_update(
     x_t: torch.Tensor,
     x0: torch.Tensor,
@@ -81,7 +167,7 @@ def guided_update(
     ``eps``. Symmetric (ablation): ``eps`` is replaced by the one consistent with the guided ``x0``.
     """
     if symmetric:
-        eps = predict_eps(x_t, x0, alpha)
+        eps = output_to_eps(x0, x_t, alpha, "sample")
     return ddim_update(x0, eps, alpha_prev, sigma, noise)
 
 
@@ -131,24 +217,19 @@ def refine_bias(
 
 
 def invert_with_x0(
-    denoiser: Denoiser, z0: torch.Tensor, run: Steps, context: torch.Tensor | None, progress: Progress | None = None
+    denoiser: Denoiser, z0: torch.Tensor, run: Steps, cond: TextCondition | None, progress: Progress | None = None
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """``ddim_invert`` of ``z0`` over ``run`` (no CFG) -> the latent at ``run.timesteps[0]`` and
     ``{t: x0_inv[t]}``, the Tweedie estimate of the inversion step that arrived at ``x_t``."""
     x0s: dict[int, torch.Tensor] = {}
-    last: dict[str, torch.Tensor] = {}
     report = step_reporter(progress, "inverting the source")
 
-    def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
-        last["eps"] = denoiser.raw(x, t, context)
-        return last["eps"]
-
-    def record(i: int, n: int, t: int, x: torch.Tensor) -> None:
-        x0s[t] = predict_x0(x, last["eps"], denoiser.schedule.alpha(t))
+    def record(step: StepInfo) -> None:
+        x0s[step.t] = step.x0
         if report is not None:
-            report(i, n, t, x)
+            report(step)
 
-    latents = ddim_invert(eps_fn, z0, run, denoiser.schedule, record)
+    latents = ddim_invert(lambda x, t: denoiser.unguided(x, t, cond), z0, run, denoiser.schedule, record)
     return latents[run.timesteps[0]], x0s
 
 
@@ -179,128 +260,96 @@ def make_objective(
     return objective
 
 
-def agg(
-    models: DiffusionModels,
-    image: torch.Tensor,
-    style: StyleLoss,
-    *,
-    prompt: str = "",
-    negative_prompt: str = "",
-    guidance: float = 1.0,
-    steps: int = 50,
-    skip: float = 0.4,
-    edit: float = 0.2,
-    boost: float = 0.2,
-    eta_edit: float = 0.7,
-    eta: float = 0.7,
-    eta_boost: float = 1.0,
-    mcg: bool = True,
-    mcg_scale: float | None = None,
-    refine: str = "dds",
-    inner_steps: int = 1,
-    lr: float = 0.02,
-    regularizer: bool = True,
-    reg_weight: float = 200.0,
-    range_weight: float = 200.0,
-    symmetric: bool = False,
-    mix: bool | None = None,
-    seed: int = 0,
-    progress: Progress | None = None,
-    method: str = "agg",
-) -> TranslationResult:
-    """Translate ``image`` (1, 3, H, W) in [-1, 1] by minimising ``style`` during the edit window.
-
-    ``prompt``/``guidance`` condition the U-Net of text models (CFG); pixel models ignore them.
-    ``steps`` is the respaced grid (``skip`` of it is skipped); window fractions, etas, AdamW ``lr``,
-    ``inner_steps`` (K) and loss weights are AGG's defaults. ``mcg_scale`` multiplies the MCG step
-    ``(1 - a)/sqrt(a) grad``; ``None`` [I] uses ``numel / REFERENCE_NUMEL`` (per sample), which keeps the
-    per-element step of the official 256x256 pixel setting: the losses are means, so their gradients
-    shrink as 1/numel, and the weights (200) were tuned there (the paper's formula exactly at 256x256
-    pixels; much smaller steps on latents). The AdamW refinement is scale-free and needs no such factor.
-    ``mix=None`` means noise-mixed scoring for pixel models, plain decoded x0 for latent ones.
-    ``seed`` drives the DDIM noise and the augmentations, so equal seeds give equal noise across switches.
-    """
-    if refine not in REFINE:
-        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
-    for name, value in (("skip", skip), ("edit", edit), ("boost", boost), ("eta_edit", eta_edit), ("eta", eta),
-                        ("eta_boost", eta_boost)):
-        check_range(name, value, 0.0, 1.0)
-    check_range("guidance", guidance, 0.0, 100.0)
-    check_range("lr", lr, 0.0, 1.0, low_open=True)
-    check_range("reg_weight", reg_weight, 0.0, 1e6)
-    check_range("range_weight", range_weight, 0.0, 1e6)
-    inner_steps = check_int("inner_steps", inner_steps, 1)
-    mix = not models.is_latent if mix is None else mix
-    if mix and models.is_latent:
-        raise ValueError("mix=True (noise-mixed scoring) needs a pixel model: latents cannot be mixed with images")
-    if mcg_scale is not None:
-        check_range("mcg_scale", mcg_scale, 0.0, 1e6)
-    grid = models.steps(steps)
-    phases = agg_phases(len(grid), skip, edit, boost)
-    run = Steps(grid.timesteps[len(grid) - len(phases):], grid.stride)
-    etas = {"edit": eta_edit, "middle": eta, "last": eta_boost}
-    guided = mcg or refine != "none"
-    with torch.no_grad(), timed() as elapsed:
-        noise_gen = make_generator(seed, "cpu" if models.device.type == "mps" else models.device)
-        aug_gen = make_generator(seed)
-        denoiser = models.denoiser()
-        cond = models.condition(prompt, negative_prompt, guidance)
-        z0 = models.encode(image, sample=False)
-        x, x0_inv = invert_with_x0(denoiser, z0, run, models.empty_context(), progress)
-        scale = x[0].numel() / REFERENCE_NUMEL if mcg_scale is None else mcg_scale
-
-        def eps_fn(x_t: torch.Tensor, t: int) -> torch.Tensor:
-            return denoiser(x_t, t, cond, guidance)
-
-        backwards, edit_losses = 0, []
-        for i, (t, phase) in enumerate(zip(run.timesteps, phases)):
-            a, a_prev = denoiser.schedule.alpha(t), denoiser.schedule.alpha(run.prev(t))
-            sigma = ddim_sigma(a, a_prev, etas[phase])
-            noise = randn_tensor(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype) if etas[phase] else None
-            if phase == "edit" and guided:
-                objective = make_objective(models, style, x0_inv[t], a, reg_weight=reg_weight if regularizer else 0.0,
-                                           range_weight=range_weight, mix=mix, generator=aug_gen)
-                x0, eps, record = _guide(eps_fn, x, t, a, objective, mcg=mcg, scale=scale, refine=refine,
-                                         inner_steps=inner_steps, lr=lr)
-                backwards += record.pop("unet_backwards")
-                edit_losses.append({"t": t, **record})
-                x = guided_update(x, x0, eps, a, a_prev, sigma, noise, symmetric=symmetric)
-            else:
-                eps = eps_fn(x, t)
-                x = ddim_update(predict_x0(x, eps, a), eps, a_prev, sigma, noise)
-            if progress is not None:
-                progress(i + 1, len(run), "guided denoising" if guided else "denoising")
-        out = models.decode(x).float().cpu()
-        seconds = elapsed()
-    return TranslationResult(
-        method, out, seconds, denoiser.nfe,
-        extras={
-            "steps_run": len(run), "start_timestep": run.timesteps[0], "inversion_steps": len(run),
-            "edit_steps": phases.count("edit") if guided else 0, "unet_backwards": backwards, "phases": phases,
-            "edit_losses": edit_losses, "latent": x.float().cpu(),
-            "inversion_x0": {k: v.float().cpu() for k, v in x0_inv.items()},
-        },
-    )
-
-
-def _guide(
-    eps_fn: EpsFn, x_t: torch.Tensor, t: int, alpha: torch.Tensor, objective: Objective, *,
-    mcg: bool, scale: float, refine: str, inner_steps: int, lr: float,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """One edit step's guidance: optional MCG step, then the refinement -> (guided x0, unguided eps, record)."""
+def agg_step(
+    eps_fn: EpsFn, x_t: torch.Tensor, t: int, alpha: torch.Tensor, alpha_prev: torch.Tensor, sigma: torch.Tensor,
+    noise: torch.Tensor | None, objective: Objective, config: AGGConfig, scale: float,
+) -> tuple[torch.Tensor, dict]:
+    """One guided edit step: MCG (optional), the refinement, then the asymmetric (or symmetric) DDIM update
+    -> ``(x_prev, record)``, the record holding the losses and the number of U-Net backward passes."""
     record: dict = {"unet_backwards": 0}
-    if mcg:
+    if config.mcg:
         x0, eps, record["mcg"] = mcg_step(eps_fn, x_t, t, alpha, objective, scale=scale)
         record["unet_backwards"] += 1
     else:
         eps = eps_fn(x_t, t)
         x0 = predict_x0(x_t, eps, alpha)
-    if refine == "dds":
-        x0, record["refine"] = refine_bias(x0, x_t, objective, lr=lr, iters=inner_steps)
-    elif refine == "mcg":
+    if config.refine == "dds":
+        x0, record["refine"] = refine_bias(x0, x_t, objective, lr=config.lr, iters=config.inner_steps)
+    elif config.refine == "mcg":
         record["refine"] = []
-        for _ in range(inner_steps):
+        for _ in range(config.inner_steps):
             x0, _, loss = mcg_step(eps_fn, x_t, t, alpha, objective, scale=scale, at=x0)
             record["refine"].append(loss)
             record["unet_backwards"] += 1
-    return x0, eps, record
+    return guided_update(x_t, x0, eps, alpha, alpha_prev, sigma, noise, symmetric=config.symmetric), record
+
+
+def agg(
+    models: DiffusionModels,
+    image: torch.Tensor,
+    style: StyleLoss | None,
+    config: AGGConfig = AGGConfig(),
+    *,
+    prompt: str = "",
+    negative_prompt: str = "",
+    guidance: float = 1.0,
+    seed: int = 0,
+    progress: Progress | None = None,
+    trace: Callable[[AGGStep], None] | None = None,
+) -> TranslationResult:
+    """Translate ``image`` (1, 3, H, W) in [-1, 1] by minimising ``style`` during the edit window.
+
+    ``prompt``/``guidance`` condition the U-Net of text models (CFG); pixel models ignore them. ``seed``
+    drives the DDIM noise and the augmentations, so equal seeds give equal noise across configs.
+    """
+    check("guidance", guidance)
+    mix = not models.is_latent if config.mix is None else config.mix
+    if mix and models.is_latent:
+        raise ValueError("mix=True (noise-mixed scoring) needs a pixel model: latents cannot be mixed with images")
+    if config.guided and style is None:
+        raise ValueError("guided AGG needs a style loss")
+    grid = models.steps(config.steps)
+    phases = agg_phases(len(grid), config.skip, config.edit, config.boost)
+    run = Steps(grid.timesteps[len(grid) - len(phases):], grid.stride)
+    etas = {"edit": config.eta_edit, "middle": config.eta, "last": config.eta_boost}
+    reg_weight = config.reg_weight if config.regularizer else 0.0
+    with torch.no_grad(), timed() as elapsed:
+        noise_gen, aug_gen = make_generator(seed, models.device), make_generator(seed)
+        denoiser = models.denoiser()
+        cond = models.condition(prompt, negative_prompt, guidance)
+        x, x0_inv = invert_with_x0(denoiser, models.encode(image), run, models.empty_condition(), progress)
+        scale = x[0].numel() / REFERENCE_NUMEL if config.mcg_scale is None else config.mcg_scale
+
+        def eps_fn(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            return denoiser(x_t, t, cond, guidance)
+
+        backwards = 0
+        for i, (t, phase) in enumerate(zip(run.timesteps, phases)):
+            a, a_prev = denoiser.schedule.alpha(t), denoiser.schedule.alpha(run.prev(t))
+            sigma = ddim_sigma(a, a_prev, etas[phase])
+            noise = randn_tensor(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype) if etas[phase] else None
+            record = None
+            if phase == "edit" and config.guided:
+                objective = make_objective(models, style, x0_inv[t], a, reg_weight=reg_weight,
+                                           range_weight=config.range_weight, mix=mix, generator=aug_gen)
+                x, record = agg_step(eps_fn, x, t, a, a_prev, sigma, noise, objective, config, scale)
+                backwards += record.pop("unet_backwards")
+            else:
+                eps = eps_fn(x, t)
+                x = ddim_update(predict_x0(x, eps, a), eps, a_prev, sigma, noise)
+            if trace is not None:
+                trace(AGGStep(i, t, phase, x, x0_inv[t], record))
+            if progress is not None:
+                progress(i + 1, len(run), "guided denoising" if config.guided else "denoising")
+        out = models.decode(x).float().cpu()
+        seconds = elapsed()
+    edit_steps = phases.count("edit") if config.guided else 0
+    return TranslationResult("agg" if config.guided else "ddim", out, seconds, denoiser.nfe, extras={
+        "steps_run": len(run), "start_timestep": run.timesteps[0], "inversion_steps": len(run),
+        "edit_steps": edit_steps, "unet_backwards": backwards})
+
+
+def ddim_baseline(models: DiffusionModels, image: torch.Tensor, config: AGGConfig = AGGConfig(),
+                  **kwargs) -> TranslationResult:
+    """AGG's unguided baseline: the same inversion, windows, etas and noise, with no guidance at all."""
+    return agg(models, image, None, config.unguided(), **kwargs)

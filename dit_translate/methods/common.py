@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,10 +58,10 @@ def timed() -> Iterator[Callable[[], float]]:
 
 
 def step_reporter(progress: Progress | None, description: str):
-    """Adapt a ``Progress`` to the ``(i, n, t, x)`` step callback of the DDIM loops."""
+    """Adapt a ``Progress`` to the ``StepInfo`` callback of the DDIM loops."""
     if progress is None:
         return None
-    return lambda i, n, _t, _x: progress(i + 1, n, description)
+    return lambda step: progress(step.i + 1, step.n, description)
 
 
 def denoise(
@@ -84,24 +82,3 @@ def denoise(
         return denoiser(x_t, t, cond, guidance)
 
     return ddim_sample(eps_fn, x, steps, denoiser.schedule, eta, generator, step_reporter(progress, description))
-
-
-def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a number (not a bool or a string) with ``low (<|<=) value <= high``."""
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = number and value == value and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
-
-
-def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """``value`` as an ``int``; ``ValueError`` unless it is a whole number (``6`` or ``6.0``; not ``6.5``, NaN,
-    infinity, ``True`` or a string) in ``[low, high]`` (no upper bound when ``high`` is None)."""
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
-        whole = math.isfinite(float(value)) and float(value).is_integer()
-    if whole and low <= int(value) and (high is None or int(value) <= high):
-        return int(value)
-    bounds = f"at least {low}" if high is None else f"in [{low}, {high}]"
-    raise ValueError(f"{name} must be a whole number {bounds}, got {value!r}")

@@ -15,13 +15,21 @@ decoder features of the SDEdit pass with accurate ones computed from the source 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from dit_translate.diffusion.ddim import Steps, ddim_invert, timestep_at_fraction
+from dit_translate.diffusion.ddim import Steps, ddim_invert
 from dit_translate.diffusion.denoiser import Denoiser
-from dit_translate.diffusion.features import FeatureSet, inject_features, record_features
+from dit_translate.diffusion.features import (
+    FeatureSet,
+    inject_features,
+    record_features,
+    windowed_selector,
+)
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter
+from dit_translate.knobs import check
+from dit_translate.methods.common import Progress, TranslationResult, step_reporter
 from dit_translate.methods.sdedit import Injector, sdedit
 
 VARIANTS = ("released", "trajectory")
@@ -38,7 +46,7 @@ def released_injector(models: DiffusionModels, features: FeatureSet, feature_tim
 
     def injector(denoiser: Denoiser, z0: torch.Tensor, _run: Steps, _progress: Progress | None):
         with record_features(models.unet, features) as store:
-            denoiser.raw(z0, feature_timestep, models.empty_context())
+            denoiser.unguided(z0, feature_timestep, models.empty_condition())
         return inject_features(models.unet, features, store, lambda _kind, _t: feature_timestep)
 
     return injector
@@ -48,23 +56,17 @@ def trajectory_injector(
     models: DiffusionModels, features: FeatureSet, tau_attn: float = 0.5, tau_feat: float = 0.8
 ) -> Injector:
     """A DDIM inversion over SDEdit's timesteps records ``features`` per timestep (PnP-style windows)."""
-    check_range("tau_attn", tau_attn, 0.0, 1.0)
-    check_range("tau_feat", tau_feat, 0.0, 1.0)
+    check("tau_attn", tau_attn)
+    check("tau_feat", tau_feat)
 
     def injector(denoiser: Denoiser, z0: torch.Tensor, run: Steps, progress: Progress | None):
-        context = models.empty_context()
+        empty = models.empty_condition()
         with record_features(models.unet, features) as store:
             ddim_invert(
-                lambda x, t: denoiser.raw(x, t, context), z0, run, denoiser.schedule,
+                lambda x, t: denoiser.unguided(x, t, empty), z0, run, denoiser.schedule,
                 step_reporter(progress, "inverting the source"),
             )
-        windows = {"resnet": timestep_at_fraction(run.timesteps, tau_feat)}
-        attn_window = timestep_at_fraction(run.timesteps, tau_attn)
-
-        def select(kind: str, t: int) -> int | None:
-            return t if t in windows.get(kind, attn_window) else None
-
-        return inject_features(models.unet, features, store, select)
+        return inject_features(models.unet, features, store, windowed_selector(run.timesteps, tau_attn, tau_feat))
 
     return injector
 
@@ -93,4 +95,5 @@ def correct(
         injector = trajectory_injector(models, features, tau_attn, tau_feat)
     else:
         raise ValueError(f"unknown correction variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return sdedit(models, image, prompt, injector=injector if features else None, method=f"correct-{variant}", **sdedit_kwargs)
+    result = sdedit(models, image, prompt, injector=injector if features else None, **sdedit_kwargs)
+    return dataclasses.replace(result, method=f"correct-{variant}")

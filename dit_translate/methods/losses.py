@@ -1,4 +1,4 @@
-"""AGG's losses (methods.md section 2.2): the structure regulariser, the range loss, and the two style losses.
+"""AGG's losses (docs/methods.md §5.6): the structure regulariser, the range loss, and the two style losses.
 
 Images are (B, 3, H, W) float tensors in [-1, 1]; every loss returns a 0-d tensor and is
 differentiable with respect to its image (or model-space) argument. The style losses are

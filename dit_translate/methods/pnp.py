@@ -13,10 +13,22 @@ from __future__ import annotations
 
 import torch
 
-from dit_translate.diffusion.ddim import Steps, ddim_invert, ddim_step, timestep_at_fraction
-from dit_translate.diffusion.features import KINDS, FeatureSet, inject_features, record_features
+from dit_translate.diffusion.ddim import Steps, ddim_invert, ddim_step
+from dit_translate.diffusion.features import (
+    KINDS,
+    FeatureSet,
+    inject_features,
+    record_features,
+    windowed_selector,
+)
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.methods.common import Progress, TranslationResult, check_range, step_reporter, timed
+from dit_translate.knobs import check
+from dit_translate.methods.common import (
+    Progress,
+    TranslationResult,
+    step_reporter,
+    timed,
+)
 
 DEFAULT_FEATURES = FeatureSet(
     resnet=("up_blocks.1.resnets.1",),
@@ -53,10 +65,8 @@ def pnp(
 ) -> TranslationResult:
     """Translate ``image`` (1, 3, H, W) in [-1, 1] with PnP; deterministic (no random numbers)."""
     features = DEFAULT_FEATURES if features is None else features
-    check_range("strength", strength, 0.0, 1.0, low_open=True)
-    check_range("guidance", guidance, 0.0, 100.0)
-    check_range("tau_feat", tau_feat, 0.0, 1.0)
-    check_range("tau_attn", tau_attn, 0.0, 1.0)
+    for name, value in (("strength", strength), ("guidance", guidance), ("tau_feat", tau_feat), ("tau_attn", tau_attn)):
+        check(name, value)
     run = models.steps(steps).tail(strength)
     if len(run) == 0:
         raise ValueError(f"strength {strength} with {steps} steps runs no denoising step; raise one of them")
@@ -65,20 +75,15 @@ def pnp(
     inv = Steps(tuple(t for t in full.timesteps if t <= run.timesteps[0]) or full.timesteps[-1:], full.stride)
     with torch.inference_mode(), timed() as elapsed:
         denoiser = models.denoiser()
-        empty = models.empty_context()
+        empty = models.empty_condition()
         cond = models.condition(prompt, negative_prompt, guidance)
-        z0 = models.encode(image, sample=False)
+        z0 = models.encode(image)
         inverted = ddim_invert(
-            lambda x, t: denoiser.raw(x, t, empty), z0, inv, denoiser.schedule,
+            lambda x, t: denoiser.unguided(x, t, empty), z0, inv, denoiser.schedule,
             step_reporter(progress, "inverting the source"),
         )
         source = {t: inverted[max((k for k in inverted if k <= t), default=min(inverted))] for t in run.timesteps}
-        windows = {"resnet": timestep_at_fraction(run.timesteps, tau_feat)}
-        attn_window = timestep_at_fraction(run.timesteps, tau_attn)
-
-        def select(kind: str, t: int) -> int | None:
-            return t if t in windows.get(kind, attn_window) else None
-
+        select = windowed_selector(run.timesteps, tau_attn, tau_feat)
         x = source[run.timesteps[0]]
         injections = 0
         for i, t in enumerate(run.timesteps):
@@ -86,7 +91,7 @@ def pnp(
             store = {}
             if active:
                 with record_features(models.unet, active, store):
-                    denoiser.raw(source[t], t, empty)
+                    denoiser.unguided(source[t], t, empty)
             with inject_features(models.unet, active, store, select) as log:
                 eps = denoiser(x, t, cond, guidance)
             injections += len(log)

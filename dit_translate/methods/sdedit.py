@@ -17,7 +17,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from dit_translate.diffusion.ddim import Steps, add_noise
 from dit_translate.diffusion.denoiser import Denoiser
 from dit_translate.diffusion.models import DiffusionModels
-from dit_translate.methods.common import Progress, TranslationResult, check_range, denoise, timed
+from dit_translate.knobs import check
+from dit_translate.methods.common import Progress, TranslationResult, denoise, timed
 from dit_translate.runtime import make_generator
 
 Injector = Callable[[Denoiser, torch.Tensor, Steps, "Progress | None"], AbstractContextManager]
@@ -37,17 +38,15 @@ def sdedit(
     eta: float = 0.0,
     progress: Progress | None = None,
     injector: Injector | None = None,
-    method: str = "sdedit",
 ) -> TranslationResult:
     """Translate ``image`` (1, 3, H, W) in [-1, 1] towards ``prompt``; ``injector`` adds a correction."""
-    check_range("strength", strength, 0.0, 1.0, low_open=True)
-    check_range("guidance", guidance, 0.0, 100.0)
-    check_range("eta", eta, 0.0, 1.0)
+    for name, value in (("strength", strength), ("guidance", guidance), ("eta", eta)):
+        check(name, value)
     run = models.steps(steps).tail(strength)
     if len(run) == 0:
         raise ValueError(f"strength {strength} with {steps} steps runs no denoising step; raise one of them")
     with torch.inference_mode(), timed() as elapsed:
-        generator = make_generator(seed, "cpu" if models.device.type == "mps" else models.device)
+        generator = make_generator(seed, models.device)
         cond = models.condition(prompt, negative_prompt, guidance)
         denoiser = models.denoiser()
         z0 = models.encode(image, generator)
@@ -59,5 +58,5 @@ def sdedit(
         out = models.decode(z).float().cpu()
         seconds = elapsed()
     return TranslationResult(
-        method, out, seconds, denoiser.nfe, extras={"steps_run": len(run), "start_timestep": run.timesteps[0], "injections": len(injections)},
+        "sdedit", out, seconds, denoiser.nfe, extras={"steps_run": len(run), "start_timestep": run.timesteps[0], "injections": len(injections)},
     )

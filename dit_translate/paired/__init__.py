@@ -1,4 +1,4 @@
-"""Paired image-to-image translation: a CLIP-conditioned DiT (methods.md section 1) and a pix2pix baseline.
+"""Paired image-to-image translation: a CLIP-conditioned DiT (docs/methods.md §6) and a pix2pix baseline.
 
 Modules: ``config`` (validated preset tables), ``dit`` (the model), ``pix2pix`` (the GAN baseline and
 its training recipe), ``data`` (paired folders), ``encoders`` (VAE codec, CLIP image tower),

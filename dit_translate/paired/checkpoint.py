@@ -1,4 +1,4 @@
-"""Checkpoint folders of paired models, and atomic, exactly-resumable training state. No pickle anywhere.
+"""Checkpoint folders of paired models. No pickle anywhere.
 
 A checkpoint folder (what ``train --out`` writes and ``translate``/``eval --checkpoint`` read)::
 
@@ -6,14 +6,11 @@ A checkpoint folder (what ``train --out`` writes and ``translate``/``eval --chec
     model/                         the network: config.json + diffusion_pytorch_model.safetensors (EMA weights)
     scheduler/                     the DDIM scheduler config (DiT only)
     vae/, clip/                    copies of local encoders (hub ids and open_clip tags are only named)
-    train_state.safetensors        training state for exact resume (see ``save_state``)
+    train_state.safetensors        training state for exact resume (``training.save_state``)
     loss.csv, samples/, run.json   training log, sample grids, the run's configuration
 
-Training state is any nest of dicts/lists/tuples/scalars/tensors (model, EMA, optimizer and scheduler
-state dicts, RNG): tensors become safetensors entries, the rest a JSON skeleton in the file's metadata
-(dict keys keep their int/str type, so optimizer states load back). Every file is written atomically
-(``dit_translate.files``): a temporary name, then ``os.replace``; a killed save leaves the previous
-state loadable.
+Every file is written atomically (``dit_translate.files``): a temporary name, then ``os.replace``; a
+killed save leaves the previous checkpoint loadable.
 """
 
 from __future__ import annotations
@@ -24,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from dit_translate.errors import CheckpointError
 from dit_translate.files import atomic_write, staged_folder, write_text_atomic
-from dit_translate.paired.config import PairedSpec, is_local_ref, parse_paired
-from dit_translate.presets import LOCAL_DIR, Preset
+from dit_translate.paired.config import PairedSpec, parse_paired
+from dit_translate.presets import Preset
+from dit_translate.refs import LOCAL_DIR, is_local_ref
 
 FORMAT = "dit-translate-paired"
 VERSION = 1
@@ -37,57 +34,6 @@ META_FILE = "paired.json"
 STATE_FILE = "train_state.safetensors"
 MODEL_DIR = "model"
 SCHEDULER_DIR = "scheduler"
-
-
-class CheckpointError(ValueError):
-    """A folder that is not a (complete) paired checkpoint; the message names it and what is missing."""
-
-
-# ---- training state ----------------------------------------------------------------------------
-def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if torch.is_tensor(obj):
-        key = str(len(tensors))
-        tensors[key] = obj.detach().cpu().contiguous().clone()
-        return {"t": key}
-    if isinstance(obj, dict):
-        return {"d": [[k, _flatten(v, tensors)] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        return {"l" if isinstance(obj, list) else "u": [_flatten(v, tensors) for v in obj]}
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return {"v": obj}
-    raise TypeError(f"cannot store a {type(obj).__name__} in a training state")
-
-
-def _unflatten(node: dict, tensors: dict[str, torch.Tensor]) -> Any:
-    (tag, value), = node.items()
-    if tag == "t":
-        return tensors[value]
-    if tag == "d":
-        return {k: _unflatten(v, tensors) for k, v in value}
-    if tag == "l":
-        return [_unflatten(v, tensors) for v in value]
-    if tag == "u":
-        return tuple(_unflatten(v, tensors) for v in value)
-    return value
-
-
-def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically write a nested training ``state`` to one safetensors file."""
-    path = Path(path)
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten(state, tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT,
-                                                                       "state": json.dumps(skeleton)}))
-
-
-def load_state(path: str | Path) -> dict[str, Any]:
-    """Read what ``save_state`` wrote (tensors on the CPU)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a dit-translate training state")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return _unflatten(json.loads(meta["state"]), tensors)
 
 
 # ---- checkpoint folders ------------------------------------------------------------------------

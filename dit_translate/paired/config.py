@@ -10,7 +10,7 @@ field has a default, so a table lists only what it changes::
     [diffusion]  num_train_timesteps, beta_schedule, beta_start, beta_end, prediction_type
     [train]      model (dit/pix2pix), steps, batch_size, lr, EMA, loss weights, intervals, ...
 
-Which values the paper fixes and which are ours is documented in the preset files (methods.md 1).
+Which values the paper fixes and which are ours is documented in the preset files (docs/methods.md §6).
 Errors are ``ValueError`` naming ``[table] field`` (``presets.py`` adds the file name).
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dit_translate.diffusion.ddim import PREDICTION_TYPES
-from dit_translate.presets import LOCAL_DIR
+from dit_translate.diffusion.spec import PREDICTION_TYPES
+from dit_translate.refs import absolute, is_local_ref, resolve_clip_ref
 
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (4, 128, 4),
@@ -131,7 +131,6 @@ class TrainSpec:
     lambda_lpips: float = 0.1
     aux_t_max: int = 500
     clip_reference: str = "target"
-    lpips_random_backbone: bool = False
     cache_latents: bool = True
 
 
@@ -184,57 +183,45 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _parse_table(cls: type, table: str, raw: Any):
-    if not isinstance(raw, dict):
-        raise ValueError(f"[{table}] must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown [{table}] field(s) {unknown}; allowed: {sorted(fields)}")
-    defaults = cls()
-    values = {}
-    for key, value in raw.items():
-        expected = type(getattr(defaults, key))
+def check_fields(obj: Any, table: str, ranges: dict[str, tuple[float, float]],
+                 choices: dict[str, tuple] | None = None) -> Any:
+    """Validate a config dataclass ``obj`` in place and return it: every field has the type of its default
+    (an int is taken for a float and converted), lies in ``ranges["<table>.<field>"]`` and is one of
+    ``choices["<table>.<field>"]`` where given. ``ValueError`` naming ``[table] field`` otherwise."""
+    for f in dataclasses.fields(obj):
+        key, value = f.name, getattr(obj, f.name)
+        expected = type(f.default if f.default is not dataclasses.MISSING else f.default_factory())
         ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
+            object.__setattr__(obj, key, value)
         if not ok:
             raise ValueError(f"[{table}] {key} must be a {expected.__name__}, got {value!r}")
         name = f"{table}.{key}"
-        if name in _CHOICES and value not in _CHOICES[name]:
-            raise ValueError(f"[{table}] {key} must be one of {_CHOICES[name]}, got {value!r}")
-        if name in _RANGES:
-            low, high = _RANGES[name]
+        if choices and name in choices and value not in choices[name]:
+            raise ValueError(f"[{table}] {key} must be one of {choices[name]}, got {value!r}")
+        if name in ranges:
+            low, high = ranges[name]
             if not low <= value <= high:
                 raise ValueError(f"[{table}] {key} must be in [{low:g}, {high:g}], got {value!r}")
-        values[key] = value
-    return cls(**values)
+    return obj
 
 
-def is_local_ref(ref: str) -> bool:
-    """True when a VAE or weights reference names a local path (``.``, ``..``, ``/``, ``~``), not a hub id."""
-    return ref.startswith((".", "/", "~"))
-
-
-def _absolute(path: str, base: Path | None) -> str:
-    return path if base is None else str((base / Path(path).expanduser()).resolve())
+def _parse_table(cls: type, table: str, raw: Any):
+    if not isinstance(raw, dict):
+        raise ValueError(f"[{table}] must be a table")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"unknown [{table}] field(s) {unknown}; allowed: {sorted(fields)}")
+    return check_fields(cls(**raw), table, _RANGES, _CHOICES)
 
 
 def _resolve_encoders(enc: EncoderSpec, base: Path | None) -> EncoderSpec:
     """Check the encoder references and make local ones absolute against the folder ``base``."""
-    clip = enc.clip
-    if clip.startswith(LOCAL_DIR):
-        folder = clip[len(LOCAL_DIR):].strip()
-        if not folder:
-            raise ValueError(f"[encoders] clip {clip!r} names no folder after 'local-dir:'")
-        clip = LOCAL_DIR + _absolute(folder, base)
-    else:
-        arch, _, tag = clip.partition("/")
-        if not arch or not tag or "/" in tag or " " in clip:
-            raise ValueError(f"[encoders] clip {clip!r} must be 'arch/pretrained-tag' "
-                             "(e.g. 'ViT-L-14-quickgelu/openai') or 'local-dir:folder'")
-    vae = _absolute(enc.vae, base) if is_local_ref(enc.vae) else enc.vae
-    backbone = _absolute(enc.lpips_backbone, base) if enc.lpips_backbone else ""
+    clip = resolve_clip_ref(enc.clip, base, "[encoders] clip")
+    vae = absolute(enc.vae, base) if is_local_ref(enc.vae) else enc.vae
+    backbone = absolute(enc.lpips_backbone, base) if enc.lpips_backbone else ""
     return dataclasses.replace(enc, vae=vae, clip=clip, lpips_backbone=backbone)
 
 

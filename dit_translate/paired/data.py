@@ -26,18 +26,16 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from dit_translate.images import ImageError, load_image, resize_to, to_tensor
+from dit_translate.errors import DataError, ImageError
+from dit_translate.images import load_image, to_tensor
 from dit_translate.paired.config import DataSpec
+from dit_translate.sizes import resize_to
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "test")}
 _EXAMPLES = 5
-
-
-class DataError(ValueError):
-    """A data folder that yields no usable pairs, or does not exist; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""A Diffusion Transformer conditioned on the CLIP image embedding of the source (methods.md 1).
+"""A Diffusion Transformer conditioned on the CLIP image embedding of the source (docs/methods.md §6).
 
 The architecture is DiT's (Peebles & Xie): patchify, 2-D sin-cos positions, a stack of adaLN-Zero
 blocks, a modulated linear head and unpatchify. DiT's class-label embedding is replaced by a linear

@@ -19,10 +19,15 @@ import numpy as np
 import torch
 
 from dit_translate import metrics
-from dit_translate.methods.common import timed
 from dit_translate.files import write_text_atomic
+from dit_translate.methods.common import timed
 from dit_translate.paired.data import PairedDataset
-from dit_translate.paired.translate import DEFAULT_GUIDANCE, DEFAULT_STEPS, PairedModels, translate_batch
+from dit_translate.paired.loading import PairedModels
+from dit_translate.paired.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    translate_batch,
+)
 
 COLUMNS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("clip_similarity", "CLIP-sim ↑"),
            ("fid", "FID ↓"), ("kid", "KID ↓"), ("seconds_per_image", "s/img")]

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from dit_translate.diffusion.codec import LatentCodec
 from dit_translate.paired.data import PairedDataset
-from dit_translate.paired.encoders import LatentCodec
 
 
 @dataclass

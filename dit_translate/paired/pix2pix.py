@@ -118,7 +118,7 @@ class Pix2PixRecipe(Recipe):
         generator, critic, *opts = accelerator.prepare(generator, critic, *opts)
         self.modules = {"generator": generator, "critic": critic}
         self.optimizers = dict(zip(self.modules, opts))
-        self.schedulers = {k: self.make_scheduler(o) for k, o in self.optimizers.items()}
+        self.lr_schedulers = {k: self.make_lr_scheduler(o) for k, o in self.optimizers.items()}
 
     def net(self) -> UNetGenerator:
         return self.unwrap("generator")

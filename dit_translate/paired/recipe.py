@@ -23,16 +23,16 @@ Batch = dict[str, torch.Tensor]
 
 
 class Recipe:
-    """Base class: subclasses fill ``modules``/``optimizers``/``schedulers`` (and ``ema``) and define ``update``."""
+    """Base class: subclasses fill ``modules``/``optimizers``/``lr_schedulers`` (and ``ema``) and define ``update``."""
 
     def __init__(self, accelerator: Accelerator, train: TrainSpec) -> None:
         self.accelerator, self.train_spec = accelerator, train
         self.modules: dict[str, torch.nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.lr_schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.ema: EMAModel | None = None
 
-    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    def make_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         t = self.train_spec
         return get_scheduler(t.lr_schedule, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.steps)
 
@@ -60,7 +60,7 @@ class Recipe:
         if self.train_spec.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(params, self.train_spec.max_grad_norm)
         self.optimizers[name].step()
-        self.schedulers[name].step()
+        self.lr_schedulers[name].step()
         self.optimizers[name].zero_grad(set_to_none=True)
 
     def lr(self) -> float:
@@ -106,7 +106,7 @@ class Recipe:
         return {
             "modules": {k: self.unwrap(k).state_dict() for k in self.modules},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "lr_schedulers": {k: s.state_dict() for k, s in self.lr_schedulers.items()},
             "ema": None if self.ema is None else self.ema.state_dict(),
             "scaler": None if scaler is None else scaler.state_dict(),
         }
@@ -116,8 +116,8 @@ class Recipe:
             self.unwrap(k).load_state_dict(sd)
         for k, sd in state["optimizers"].items():
             self.optimizers[k].load_state_dict(sd)
-        for k, sd in state["schedulers"].items():
-            self.schedulers[k].load_state_dict(sd)
+        for k, sd in state["lr_schedulers"].items():
+            self.lr_schedulers[k].load_state_dict(sd)
         if self.ema is not None:
             ema = dict(state["ema"])
             ema["shadow_params"] = [p.to(self.accelerator.device) for p in ema["shadow_params"]]

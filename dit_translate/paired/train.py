@@ -1,4 +1,4 @@
-"""Training paired models with accelerate: the CLIP-conditioned DiT (methods.md 1) or the pix2pix baseline.
+"""Training paired models with accelerate: the CLIP-conditioned DiT (docs/methods.md §6) or the pix2pix baseline.
 
     python -m dit_translate train --config presets/X.toml --data DIR --out DIR [--max-steps N]
     accelerate launch -m dit_translate train ...        # several GPUs / nodes, same code
@@ -22,11 +22,8 @@ bit on the CPU.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,23 +33,32 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from torchvision.utils import make_grid
-from tqdm.auto import tqdm
 
-from dit_translate.diffusion.ddim import Schedule, output_to_eps, predict_x0, training_target
-from dit_translate.files import remove_stale_temps, trim_csv_log, write_text_atomic
+from dit_translate.diffusion.ddim import (
+    Schedule,
+    output_to_eps,
+    predict_x0,
+    training_target,
+)
+from dit_translate.errors import DataError
+from dit_translate.files import remove_stale_temps, write_text_atomic
 from dit_translate.images import save_image, to_pil
 from dit_translate.metrics import load_lpips
-from dit_translate.paired.checkpoint import STATE_FILE, checkpoint_defaults, load_state, save_state, write_checkpoint
+from dit_translate.paired.checkpoint import (
+    STATE_FILE,
+    checkpoint_defaults,
+    write_checkpoint,
+)
 from dit_translate.paired.config import PairedSpec
-from dit_translate.paired.data import DataError, PairedDataset, PairSampler
+from dit_translate.paired.data import PairedDataset, PairSampler
 from dit_translate.paired.dit import PairedDiT
-from dit_translate.paired.encoders import load_dit_encoders
 from dit_translate.paired.latent_cache import LatentCache
+from dit_translate.paired.loading import load_dit_encoders
 from dit_translate.paired.pix2pix import Pix2PixRecipe, UNetGenerator
 from dit_translate.paired.recipe import Batch, Recipe
-from dit_translate.paired.translate import make_scheduler, sample_dit
+from dit_translate.paired.sampling import make_noise_scheduler, sample_dit
 from dit_translate.presets import Preset
-from dit_translate.tiny.checkpoint import step_generator
+from dit_translate.training import LossLog, load_state, run_steps, save_state
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +78,7 @@ class DiTRecipe(Recipe):
         self.latents: LatentCache | None = None
         self.lpips = None
         if spec.train.lambda_lpips > 0:
-            if spec.train.lpips_random_backbone:
-                log.warning("LPIPS with a RANDOM backbone ([train] lpips_random_backbone, a testing switch)")
-            self.lpips = load_lpips(spec.encoders.lpips_net, spec.encoders.lpips_backbone,
-                                    random_backbone=spec.train.lpips_random_backbone).to(device)
+            self.lpips = load_lpips(spec.encoders.lpips_net, spec.encoders.lpips_backbone).to(device)
         multiple = self.codec.factor * spec.dit.patch
         if preset.size % multiple:
             raise ValueError(f"preset {preset.name!r}: size {preset.size} must be a multiple of {multiple} "
@@ -86,11 +89,11 @@ class DiTRecipe(Recipe):
             self.ema = EMAModel(net.parameters(), decay=spec.train.ema_decay)
         net, optimizer = accelerator.prepare(net, optimizer)
         self.modules, self.optimizers = {"dit": net}, {"dit": optimizer}
-        self.schedulers = {"dit": self.make_scheduler(optimizer)}
+        self.lr_schedulers = {"dit": self.make_lr_scheduler(optimizer)}
         if self.ema is not None:
             self.ema.to(device)
-        self.scheduler = make_scheduler(spec.diffusion)
-        self.alphas = Schedule.from_scheduler(self.scheduler).alphas_cumprod.to(device)
+        self.noise_scheduler = make_noise_scheduler(spec.diffusion)
+        self.alphas = Schedule.from_scheduler(self.noise_scheduler).alphas_cumprod.to(device)
 
     def net(self) -> PairedDiT:
         return self.unwrap("dit")
@@ -149,13 +152,13 @@ class DiTRecipe(Recipe):
         return logs
 
     def checkpoint_kwargs(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler, "clip_spec": self.encoders.clip_spec,
+        return {"scheduler": self.noise_scheduler, "clip_spec": self.encoders.clip_spec,
                 "clip_untrained": self.encoders.clip_untrained}
 
     def sample(self, sources: torch.Tensor, generator: torch.Generator, steps: int) -> torch.Tensor:
         with self.exported() as net:
             net.eval()
-            return sample_dit(net, self.codec, self.clip, self.scheduler, sources, steps=steps, guidance=1.0,
+            return sample_dit(net, self.codec, self.clip, self.noise_scheduler, sources, steps=steps, guidance=1.0,
                               generator=generator)
 
 
@@ -167,22 +170,6 @@ class TrainResult:
     step: int
     resumed_from: int
     seconds: float
-
-
-class LossLog:
-    """``loss.csv``: one row per ``log_every`` steps; rows after the resumed step are dropped."""
-
-    def __init__(self, path: Path, step: int) -> None:
-        self.path = path
-        self.header = trim_csv_log(path, step)
-
-    def write(self, values: dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if self.header is None:
-                self.header = list(values)
-                writer.writerow(self.header)
-            writer.writerow([f"{values.get(k, float('nan')):.6g}" for k in self.header])
 
 
 def _run_record(preset: Preset, kind: str) -> dict[str, Any]:
@@ -288,47 +275,31 @@ def train(
     loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers,
                                               pin_memory=accelerator.device.type == "cuda"))
     stop = min(t.steps, max_steps or t.steps)
-    losses = LossLog(out / "loss.csv", step) if main else None
-    bar = tqdm(total=stop, initial=step, desc=f"train {kind}", disable=not (main and progress),
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    window: dict[str, float] = {}
-    window_steps, window_start = 0, time.perf_counter()
 
-    def save() -> None:
+    def update(_step: int, g: torch.Generator) -> dict[str, float]:
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout and any other global draw
+        batches = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(loader).items()}
+                   for _ in range(t.grad_accum)]
+        return recipe.update(batches, g)
+
+    def sample(at: int) -> None:
+        if main and (at % t.sample_every == 0 or at == stop):
+            grid = _grid(recipe, *grid_pairs, t.sample_steps, t.seed)
+            save_image(to_pil(grid), out / "samples" / f"step_{at:07d}.png")
+
+    def save(at: int, seconds: float) -> None:
         if main:
-            save_state(out / STATE_FILE, {"step": step, "seconds": seconds, "rng": torch.get_rng_state(),
+            save_state(out / STATE_FILE, {"step": at, "seconds": seconds, "rng": torch.get_rng_state(),
                                           "recipe": recipe.state_dict()})
             with recipe.exported() as net:
-                write_checkpoint(out, kind=kind, net=net, spec=spec, image_size=preset.size, step=step,
+                write_checkpoint(out, kind=kind, net=net, spec=spec, image_size=preset.size, step=at,
                                  preset=preset.name, defaults=checkpoint_defaults(preset),
                                  **recipe.checkpoint_kwargs())
         accelerator.wait_for_everyone()
 
-    while step < stop:
-        g = step_generator(t.seed, step, accelerator.process_index)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout and any other global draw
-        batches = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(loader).items()}
-                   for _ in range(t.grad_accum)]
-        started = time.perf_counter()
-        logs = recipe.update(batches, g)
-        step += 1
-        seconds += time.perf_counter() - started
-        for k, v in logs.items():
-            window[k] = window.get(k, 0.0) + v
-        window_steps += 1
-        bar.update(1)
-        if step % t.log_every == 0 or step == stop:
-            means = {k: v / window_steps for k, v in window.items()}
-            rate = window_steps * t.batch_size * t.grad_accum * accelerator.num_processes / (
-                time.perf_counter() - window_start)
-            bar.set_postfix(loss=f"{means['loss']:.4f}", sps=f"{rate:.1f}")
-            if losses is not None:
-                losses.write({"step": step, "seconds": seconds, "lr": recipe.lr(), "samples_per_s": rate, **means})
-            window, window_steps, window_start = {}, 0, time.perf_counter()
-        if main and (step % t.sample_every == 0 or step == stop):
-            grid = _grid(recipe, *grid_pairs, t.sample_steps, t.seed)
-            save_image(to_pil(grid), out / "samples" / f"step_{step:07d}.png")
-        if step % t.save_every == 0 or step == stop:
-            save()
-    bar.close()
-    return TrainResult(out, step, resumed_from, seconds)
+    seconds = run_steps(
+        update, start=step, stop=stop, seed=t.seed, seconds=seconds, rank=accelerator.process_index,
+        samples_per_step=t.batch_size * t.grad_accum * accelerator.num_processes, log_every=t.log_every,
+        save_every=t.save_every, save=save, log=LossLog(out / "loss.csv", step) if main else None,
+        log_extra=lambda: {"lr": recipe.lr()}, after_step=sample, desc=f"train {kind}", show=main and progress)
+    return TrainResult(out, max(step, stop), resumed_from, seconds)

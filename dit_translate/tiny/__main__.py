@@ -19,7 +19,12 @@ from pathlib import Path
 import torch
 
 from dit_translate.tiny import build
-from dit_translate.tiny.train_clip import CLIPTrainConfig, export_clip, train_clip, training_data
+from dit_translate.tiny.train_clip import (
+    CLIPTrainConfig,
+    export_clip,
+    train_clip,
+    training_data,
+)
 from dit_translate.tiny.train_sd import SDTrainConfig
 from dit_translate.tiny.train_vae import DECODER_FINETUNE, VAETrainConfig
 

@@ -22,10 +22,15 @@ from transformers import CLIPTokenizer
 from dit_translate.files import replaced_folder
 from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, load_weights
 from dit_translate.tiny.data import TinyDataset
-from dit_translate.tiny.models import make_sampling_scheduler, make_text_encoder, make_train_scheduler, make_unet
-from dit_translate.tiny.tokenizer import write_clip_tokenizer
+from dit_translate.tiny.models import (
+    make_sampling_scheduler,
+    make_text_encoder,
+    make_train_scheduler,
+    make_unet,
+)
 from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
 from dit_translate.tiny.train_vae import DECODER_STAGE, VAETrainConfig, train_vae
+from dit_translate.tokenizer import write_clip_tokenizer
 
 
 def build_vae(work: str | Path, cfg: VAETrainConfig) -> None:

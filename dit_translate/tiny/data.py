@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
-from skimage import data as skdata
 from skimage import color, feature
+from skimage import data as skdata
 
 # skimage.data loader name -> content words used in captions
 PHOTOS: dict[str, str] = {

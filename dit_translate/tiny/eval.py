@@ -12,10 +12,18 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image, ImageDraw
 
-from dit_translate.tiny.data import (
-    HELD_OUT, PHOTOS, STYLES, TinyDataset, caption, load_photos, resize, style_caption, to_tensor,
-)
 from dit_translate.tiny.build import final_vae
+from dit_translate.tiny.data import (
+    HELD_OUT,
+    PHOTOS,
+    STYLES,
+    TinyDataset,
+    caption,
+    load_photos,
+    resize,
+    style_caption,
+    to_tensor,
+)
 from dit_translate.tiny.train_vae import DECODER_STAGE
 
 _COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
@@ -319,7 +327,8 @@ def dit_vs_sdedit(folder: str | Path, sd: str | Path, sources: torch.Tensor, tar
     from dit_translate.diffusion.models import DiffusionModels
     from dit_translate.methods.sdedit import sdedit
     from dit_translate.metrics import psnr, ssim
-    from dit_translate.paired.translate import load_paired, translate_batch
+    from dit_translate.paired.loading import load_paired
+    from dit_translate.paired.sampling import translate_batch
     from dit_translate.presets import load_preset
 
     models = load_paired(folder)

@@ -1,4 +1,4 @@
-"""The training loop both tiny stages share: accelerate, AdamW, LR warmup/decay, EMA, CSV log, resume.
+"""A tiny stage's trainer: one module and optimizer with accelerate, LR warmup/decay, EMA, checkpoint, resume.
 
 Every random draw of a step comes from ``step_generator(seed, step, rank)``, so a run that is
 stopped and resumed from its checkpoint reproduces the uninterrupted run exactly.
@@ -6,20 +6,21 @@ stopped and resumed from its checkpoint reproduces the uninterrupted run exactly
 
 from __future__ import annotations
 
-import csv
 import json
-import sys
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
-from dit_translate.files import remove_stale_temps, trim_csv_log, write_text_atomic
-from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, step_generator
+from dit_translate.files import remove_stale_temps, write_text_atomic
+from dit_translate.tiny.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dit_translate.training import LossLog, run_steps
 
 StepFn = Callable[[torch.nn.Module, torch.Generator], dict[str, torch.Tensor]]
 
@@ -93,26 +94,12 @@ class TrainLoop:
                             self.ema, extra={"seconds": self.seconds})
         self.accelerator.wait_for_everyone()
 
-    def _open_log(self) -> tuple:
-        """Open ``loss.csv`` for appending, dropping rows logged after the resumed checkpoint."""
-        path = self.work / "loss.csv"
-        header = trim_csv_log(path, self.step)
-        handle = path.open("a", newline="")
-        return handle, csv.writer(handle), header is not None
-
     def run(self, step_fn: StepFn) -> None:
-        """Run optimizer steps ``self.step .. self.steps - 1``, logging and checkpointing."""
-        main = self.accelerator.is_main_process
-        handle, writer, has_header = self._open_log() if main else (None, None, True)
-        bar = tqdm(total=self.steps, initial=self.step, desc=self.desc, disable=not main,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-        sums: dict[str, float] = {}
-        window_start, window_steps = time.perf_counter(), 0
-        while self.step < self.steps:
-            t0 = time.perf_counter()
+        """Run optimizer steps ``self.step .. self.steps - 1``, logging and checkpointing (``training.run_steps``)."""
+
+        def update(step: int, g: torch.Generator) -> dict[str, float]:
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            g = step_generator(self.seed, self.step, self.accelerator.process_index)
+                group["lr"] = self.lr_at(step)
             self.model.train()
             out = step_fn(self.model, g)
             self.accelerator.backward(out["loss"])
@@ -121,26 +108,16 @@ class TrainLoop:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.step(self.params)
-            self.step += 1
-            self.seconds += time.perf_counter() - t0
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            window_steps += 1
-            bar.update(1)
-            if self.step % self.log_every == 0 or self.step == self.steps:
-                means = {k: v / window_steps for k, v in sums.items()}
-                rate = window_steps * self.batch_size / (time.perf_counter() - window_start)
-                bar.set_postfix(loss=f"{means['loss']:.4f}", sps=f"{rate:.1f}")
-                if main:
-                    if not has_header:
-                        writer.writerow(["step", "seconds", "samples_per_s", *means])
-                        has_header = True
-                    writer.writerow([self.step, f"{self.seconds:.1f}", f"{rate:.2f}",
-                                     *(f"{v:.6g}" for v in means.values())])
-                    handle.flush()
-                sums, window_start, window_steps = {}, time.perf_counter(), 0
-            if self.step % self.save_every == 0 or self.step == self.steps:
-                self.save()
-        bar.close()
-        if handle is not None:
-            handle.close()
+            return {k: float(v.detach()) for k, v in out.items()}
+
+        def save(step: int, seconds: float) -> None:
+            self.step, self.seconds = step, seconds
+            self.save()
+
+        main = self.accelerator.is_main_process
+        self.seconds = run_steps(
+            update, start=self.step, stop=self.steps, seed=self.seed, seconds=self.seconds,
+            rank=self.accelerator.process_index, samples_per_step=self.batch_size, log_every=self.log_every,
+            save_every=self.save_every, save=save, log=LossLog(self.work / "loss.csv", self.step) if main else None,
+            desc=self.desc, show=main)
+        self.step = self.steps

@@ -11,7 +11,12 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from dit_translate.tiny.tokenizer import BOS_TOKEN_ID, CONTEXT_LENGTH, EOS_TOKEN_ID, VOCAB_SIZE
+from dit_translate.tokenizer import (
+    BOS_TOKEN_ID,
+    CONTEXT_LENGTH,
+    EOS_TOKEN_ID,
+    VOCAB_SIZE,
+)
 
 VAE_CONFIG: dict = {
     "in_channels": 3,

@@ -17,12 +17,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dit_translate.encoders import OPENAI_MEAN, OPENAI_STD, TINY_CLIP_CONFIG, normalize, save_clip
+from dit_translate.encoders import OPENAI_MEAN, OPENAI_STD, normalize, save_clip
+from dit_translate.paired.config import check_fields
 from dit_translate.tiny.data import STYLES, TinyDataset, style_caption
 from dit_translate.tiny.loop import TrainLoop
+from dit_translate.untrained import TINY_CLIP_CONFIG
+
+_CLIP_RANGES = {"clip.steps": (1, 1000000000), "clip.batch_size": (1, 65536), "clip.lr": (1e-08, 1.0), "clip.warmup": (0, 1000000000), "clip.size": (8, 1024), "clip.crops_per_photo": (1, 1000000), "clip.save_every": (1, 1000000000), "clip.log_every": (1, 1000000000), "clip.style_only": (0.0, 1.0)}
+"""Bounds of the ``CLIPTrainConfig`` fields (``paired.config.check_fields``)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CLIPTrainConfig:
     steps: int = 3000
     batch_size: int = 128
@@ -35,6 +40,9 @@ class CLIPTrainConfig:
     save_every: int = 250
     log_every: int = 25
     model: dict = field(default_factory=lambda: json.loads(json.dumps(TINY_CLIP_CONFIG)))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "clip", _CLIP_RANGES)
 
 
 class Contrastive(torch.nn.Module):

@@ -16,12 +16,22 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from dit_translate.paired.config import check_fields
 from dit_translate.tiny.data import TinyDataset
 from dit_translate.tiny.loop import TrainLoop
-from dit_translate.tiny.models import TEXT_CONFIG, UNET_CONFIG, make_text_encoder, make_train_scheduler, make_unet
+from dit_translate.tiny.models import (
+    TEXT_CONFIG,
+    UNET_CONFIG,
+    make_text_encoder,
+    make_train_scheduler,
+    make_unet,
+)
+
+_SD_RANGES = {"sd.steps": (1, 1000000000), "sd.batch_size": (1, 65536), "sd.lr": (1e-08, 1.0), "sd.warmup": (0, 1000000000), "sd.size": (8, 1024), "sd.crops_per_photo": (1, 1000000), "sd.save_every": (1, 1000000000), "sd.log_every": (1, 1000000000), "sd.caption_dropout": (0.0, 1.0), "sd.ema_decay": (0.0, 1.0)}
+"""Bounds of the ``SDTrainConfig`` fields (``paired.config.check_fields``)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SDTrainConfig:
     steps: int = 8000
     batch_size: int = 32
@@ -36,6 +46,9 @@ class SDTrainConfig:
     log_every: int = 20
     unet: dict = field(default_factory=lambda: dict(UNET_CONFIG))
     text: dict = field(default_factory=lambda: dict(TEXT_CONFIG))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "sd", _SD_RANGES)
 
 
 class NoisePrediction(torch.nn.Module):

@@ -18,12 +18,16 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
+from dit_translate.paired.config import check_fields
 from dit_translate.tiny.data import TinyDataset
 from dit_translate.tiny.loop import TrainLoop
 from dit_translate.tiny.models import VAE_CONFIG, make_vae
 
+_VAE_RANGES = {"vae.steps": (1, 1000000000), "vae.batch_size": (1, 65536), "vae.lr": (1e-08, 1.0), "vae.warmup": (0, 1000000000), "vae.size": (8, 1024), "vae.crops_per_photo": (1, 1000000), "vae.save_every": (1, 1000000000), "vae.log_every": (1, 1000000000), "vae.decay_from": (0.0, 1.0), "vae.kl_weight": (0.0, 1000.0), "vae.l1_weight": (0.0, 1000.0), "vae.grad_weight": (0.0, 1000.0), "vae.synthetic": (0, 1000000)}
+"""Bounds of the ``VAETrainConfig`` fields (``paired.config.check_fields``)."""
 
-@dataclass
+
+@dataclass(frozen=True)
 class VAETrainConfig:
     steps: int = 4000
     batch_size: int = 16
@@ -42,6 +46,9 @@ class VAETrainConfig:
     synthetic: int = 0
     decoder_only: bool = False
     model: dict = field(default_factory=lambda: dict(VAE_CONFIG))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "vae", _VAE_RANGES)
 
 
 DECODER_STAGE = "vae-decoder"  # stage 1b's folder under the build's work folder

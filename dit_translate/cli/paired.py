@@ -1,7 +1,6 @@
 """``python -m dit_translate {translate,train,eval}``: paired translation with a CLIP-conditioned DiT
 (or the pix2pix baseline).
 
-Registered by ``cli.build_parser``; user errors go through ``cli.main``'s handling (exit 2, one line).
 """
 
 from __future__ import annotations
@@ -11,16 +10,16 @@ import json
 import sys
 from pathlib import Path
 
-from dit_translate.cli import _positive_int, _tqdm_progress
+from dit_translate.cli.common import positive_int, tqdm_progress, warn
 
 
-def add_paired_parsers(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``translate``, ``train`` and ``eval`` commands to the CLI's subparsers."""
     p = subparsers.add_parser("translate", help="paired translation of one image with a DiT (or pix2pix) checkpoint")
     p.add_argument("--image", required=True, help="input image (PNG, JPEG, WebP, ...)")
     p.add_argument("--preset", default="tiny-dit", help="paired preset name or presets/X.toml (default: tiny-dit)")
     p.add_argument("--checkpoint", help="a checkpoint folder written by `train` (instead of the preset's)")
-    p.add_argument("--steps", type=_positive_int, help="DDIM steps (checkpoint default)")
+    p.add_argument("--steps", type=positive_int, help="DDIM steps (checkpoint default)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = conditional only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output image path")
@@ -31,7 +30,7 @@ def add_paired_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="paired preset: presets/X.toml or a preset name")
     p.add_argument("--data", required=True, help="paired data folder (AB images, or two folders)")
     p.add_argument("--out", required=True, help="checkpoint folder (resumed when it holds a run)")
-    p.add_argument("--max-steps", type=_positive_int, help="stop at this step (the schedule keeps [train] steps)")
+    p.add_argument("--max-steps", type=positive_int, help="stop at this step (the schedule keeps [train] steps)")
     p.add_argument("--model-kind", choices=("dit", "pix2pix"), help="override [train] model")
     p.set_defaults(func=cmd_train)
 
@@ -40,8 +39,8 @@ def add_paired_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="checkpoint folder; repeat to compare (e.g. the DiT and the pix2pix baseline)")
     p.add_argument("--data", required=True, help="paired data folder")
     p.add_argument("--split", default="val", choices=("train", "val", "all"))
-    p.add_argument("--limit", type=_positive_int, help="evaluate the first N pairs only")
-    p.add_argument("--steps", type=_positive_int, help="DDIM steps (checkpoint default)")
+    p.add_argument("--limit", type=positive_int, help="evaluate the first N pairs only")
+    p.add_argument("--steps", type=positive_int, help="DDIM steps (checkpoint default)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (checkpoint default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--features", help="open_clip 'arch/tag' or 'local-dir:folder' for FID/KID and CLIP "
@@ -62,12 +61,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     store = default_store()
     result = api.translate(args.image, preset=args.preset, checkpoint=args.checkpoint, steps=args.steps,
                            guidance=args.guidance, seed=args.seed, store=store,
-                           progress=None if args.json else _tqdm_progress())
+                           progress=None if args.json else tqdm_progress())
     if result.extras["untrained"]:
-        print(f"warning: checkpoint {result.extras['preset']!r} is an UNTRAINED random model "
-              "(tiny world not trained yet)", file=sys.stderr)
+        warn(f"checkpoint {result.extras['preset']!r} is an UNTRAINED random model (tiny world not trained yet)")
     elif result.extras["clip_untrained"]:
-        print("warning: this checkpoint is conditioned on an UNTRAINED random CLIP", file=sys.stderr)
+        warn("this checkpoint is conditioned on an UNTRAINED random CLIP")
     save_image(to_pil(result.image), args.out)
     if args.json:
         print(json.dumps({**result.to_json(), "device": str(store.device), "untrained": result.extras["untrained"]}))
@@ -89,10 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from dit_translate.guidance import load_feature_clip
     from dit_translate.metrics import load_lpips
     from dit_translate.paired import evaluate
-    from dit_translate.paired.encoders import load_feature_clip
-    from dit_translate.paired.translate import load_paired
+    from dit_translate.paired.loading import load_paired
     from dit_translate.store import default_store
 
     store = default_store()  # device and dtype only: eval holds several checkpoints at once
@@ -102,7 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lpips_model, note = load_lpips(args.lpips_net, args.lpips_backbone).to(store.device), ""
     except FileNotFoundError as e:
         lpips_model, note = None, f"LPIPS not computed: {e}"
-        print(f"warning: {note}", file=sys.stderr)
+        warn(note)
     report = evaluate.evaluate(
         checkpoints, args.data, split=args.split, limit=args.limit, steps=args.steps, guidance=args.guidance,
         seed=args.seed, features=None if features is None else features.embed_image,

@@ -1,19 +1,16 @@
 """``python -m dit_translate guide``: asymmetric gradient guidance (AGG), text- or image-guided.
 
-Registered by ``cli.build_parser``; user errors go through ``cli.main``'s handling (exit 2, one line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from dit_translate.cli import _positive_int, _tqdm_progress
+from dit_translate.cli.common import positive_int, tqdm_progress, warn
 
 
-def add_guide_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``guide`` command to the CLI's subparsers."""
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("guide", help="AGG: text- or image-guided translation, against unguided DDIM")
     p.add_argument("--image", required=True, help="input image (PNG, JPEG, WebP, ...)")
     p.add_argument("--text", help="target description for text guidance, e.g. 'a comic drawing'")
@@ -21,14 +18,14 @@ def add_guide_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--style-image", help="style image for image guidance (instead of --text)")
     p.add_argument("--preset", default="tiny", help="preset name or presets/X.toml path (default: tiny)")
     p.add_argument("--model", help="override the preset's diffusion model: a local folder or a hub id")
-    p.add_argument("--steps", type=_positive_int, help="respaced DDIM grid; AGG skips its first 40%% (preset default)")
+    p.add_argument("--steps", type=positive_int, help="respaced DDIM grid; AGG skips its first 40%% (preset default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output image path (the AGG result)")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
-    p.set_defaults(func=cmd_guide)
+    p.set_defaults(func=run)
 
 
-def cmd_guide(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from dit_translate import api
     from dit_translate.images import save_format, save_image, to_pil
     from dit_translate.store import default_store
@@ -38,13 +35,11 @@ def cmd_guide(args: argparse.Namespace) -> int:
                                steps=args.steps, seed=args.seed)
     store = default_store()
     result = api.guide(request, args.image, preset=args.preset, model=args.model, store=store,
-                       progress=None if args.json else _tqdm_progress())
+                       progress=None if args.json else tqdm_progress())
     if result.extras["untrained"]:
-        print(f"warning: preset {args.preset!r} runs on UNTRAINED random weights (tiny world not trained yet)",
-              file=sys.stderr)
+        warn(f"preset {args.preset!r} runs on UNTRAINED random weights (tiny world not trained yet)")
     if result.extras["untrained_guidance"]:
-        print(f"warning: guidance models {', '.join(result.extras['untrained_guidance'])} are UNTRAINED random "
-              f"stand-ins", file=sys.stderr)
+        warn(f"guidance models {', '.join(result.extras['untrained_guidance'])} are UNTRAINED random stand-ins")
     save_image(to_pil(result.image), args.out)
     m, ddim = result.metrics, result.extras["ddim"]
     if args.json:
