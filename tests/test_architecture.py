@@ -134,3 +134,14 @@ def test_the_public_api_is_lazy_and_complete():
 
     for name in dit_translate.__all__:
         assert callable(getattr(dit_translate, name)) or isinstance(getattr(dit_translate, name), type)
+
+
+def test_docs_methods_cites_files_and_lines_that_exist():
+    import re
+
+    text = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+    cited = re.findall(r"`((?:dit_translate|presets|tests)/[\w/.-]+\.(?:py|toml)):(\d+)", text)
+    assert len(cited) > 50
+    missing = [f"{path}:{line}" for path, line in cited
+               if not (ROOT / path).is_file() or int(line) > len((ROOT / path).read_text().splitlines())]
+    assert missing == []
