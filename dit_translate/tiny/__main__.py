@@ -7,6 +7,8 @@ build   runs the stages in order (vae, decoder, sd, export, clip, dit), each res
 report  measures every held-out figure of the shipped tiny world and writes assets/tiny/README.md.
 pairs   writes the tiny DiT's paired data: a pix2pix "AB" folder of photo | comic crops
         (``train/`` from the training photos, ``test/`` from the held-out ones).
+photos  fetches the manifest's photos (``assets/tiny/data/photos.json``) from Debian packages with
+        ``apt-get download``, verifies their sha256 and writes resized copies plus an index to ``--out``.
 export  exports the latest stage-2 checkpoint now (usable mid-training) with its model card.
 """
 
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     pairs = sub.add_parser("pairs")
     pairs.add_argument("--out", default="/work/tiny-runs/pairs")
     pairs.add_argument("--crops-per-photo", type=int, default=384)
+    photos = sub.add_parser("photos")
+    photos.add_argument("--out", default="/work/tiny-runs/photos", help="folder for the extracted photos")
     b = sub.choices["build"]
     b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--decoder-steps", type=int, default=VAETrainConfig.steps)
@@ -83,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         from dit_translate.tiny.data import write_pairs
 
         print(f"wrote {write_pairs(args.out, crops_per_photo=args.crops_per_photo)}")
+        return
+    if args.command == "photos":
+        from dit_translate.tiny.photos import build as build_photos
+
+        print(f"wrote {build_photos(args.out)}")
         return
     if args.command == "export":
         try:

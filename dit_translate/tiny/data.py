@@ -83,6 +83,16 @@ def load_photos(split: str) -> dict[str, np.ndarray]:
     return {n: _as_rgb(getattr(skdata, n)()) for n in names}
 
 
+def load_extra_photos(folder: str | Path, split: str) -> dict[str, tuple[np.ndarray, str]]:
+    """The Debian-package photos of ``split`` extracted into ``folder`` by ``python -m
+    dit_translate.tiny photos --out folder``: name -> (uint8 HxWx3, content words). Their split
+    comes from ``assets/tiny/data/photos.json``; a missing folder raises FileNotFoundError naming
+    the command."""
+    from dit_translate.tiny.photos import load_extracted
+
+    return load_extracted(folder, split)
+
+
 # ---------------------------------------------------------------- styles (uint8 HxWx3 -> same)
 
 
@@ -243,6 +253,8 @@ class TinyDataset(torch.utils.data.Dataset):
     With ``recolor`` each crop first gets random colours (``random_recolor``; captions unchanged),
     which widens the colour range a VAE sees beyond the few colour photos. ``synthetic`` more
     "photos" are ``dead_leaves`` images (content ``SYNTHETIC_CONTENT``), rendered the same way.
+    ``extra_photos`` (a folder from ``python -m dit_translate.tiny photos``) adds that folder's
+    photos of the same split after the scikit-image ones (``load_extra_photos``).
     """
 
     def __init__(
@@ -254,14 +266,18 @@ class TinyDataset(torch.utils.data.Dataset):
         seed: int = 0,
         recolor: bool = False,
         synthetic: int = 0,
+        extra_photos: str | Path | None = None,
     ) -> None:
         rng = np.random.default_rng(seed)
         images, self.captions, self.styles, self.photo_names = [], [], [], []
         crops = []
-        for name, photo in load_photos(split).items():
+        photos = {name: (img, PHOTOS[name]) for name, img in load_photos(split).items()}
+        if extra_photos is not None:
+            photos.update(load_extra_photos(extra_photos, split))
+        for name, (photo, content) in photos.items():
             for _ in range(crops_per_photo):
                 crop = random_crop(photo, size, rng)
-                crops.append((name, PHOTOS[name], random_recolor(crop, rng) if recolor else crop))
+                crops.append((name, content, random_recolor(crop, rng) if recolor else crop))
         crops += [("dead_leaves", SYNTHETIC_CONTENT, dead_leaves(size, rng)) for _ in range(synthetic)]
         for name, content, crop in crops:
             for style in styles:
