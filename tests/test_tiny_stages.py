@@ -163,7 +163,7 @@ def test_share_encoders_refuses_different_weights_and_changes_nothing(tmp_path):
 def test_training_hours_schedule_two_chains_on_two_cores(tmp_path):
     import json
 
-    from dit_translate.tiny.eval import training_hours
+    from dit_translate.tiny.measure import training_hours
 
     cards = {"sd": {"vae_last": {"seconds": "4000"}, "sd_last": {"seconds": "5000.5"}},
              "clip": {"last": {"seconds": "1000"}}, "dit": {"last": {"seconds": "6000"}}}

@@ -1,5 +1,5 @@
 """Behaviour of the shipped tiny world on the held-out photos (chelsea, coffee), re-measured with the
-functions that write the model cards (``dit_translate.tiny.eval``): the quality bars of the tiny-world
+functions that write the model cards (``dit_translate.tiny.measure``): the quality bars of the tiny-world
 issue, each with the margin stated next to it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL
 
 from dit_translate.encoders import ClipEncoder
 from dit_translate.store import ModelStore
-from dit_translate.tiny import eval as E
+from dit_translate.tiny import measure as E
 
 ROOT = Path(__file__).resolve().parents[1] / "assets" / "tiny"
 CLIP_MARGIN = 0.02

@@ -34,7 +34,7 @@ STAGES = ("vae", "decoder", "sd", "export", "clip", "dit")
 
 
 def _export(work: str, out: str, raw: bool) -> None:
-    from dit_translate.tiny.eval import write_model_card
+    from dit_translate.tiny.cards import write_model_card
 
     folder = build.export(work, out, ema=not raw)
     write_model_card(folder, work)
@@ -42,7 +42,7 @@ def _export(work: str, out: str, raw: bool) -> None:
 
 
 def _clip(work: str, out: str, cfg: CLIPTrainConfig, raw: bool) -> None:
-    from dit_translate.tiny.eval import write_clip_card
+    from dit_translate.tiny.cards import write_clip_card
 
     train_clip(Path(work) / "clip", cfg, training_data(cfg))
     folder = export_clip(Path(work) / "clip", out, ema=not raw)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     if args.command == "report":
-        from dit_translate.tiny.eval import write_world_card
+        from dit_translate.tiny.cards import write_world_card
 
         print(f"wrote {write_world_card(args.root)}")
         return
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     if "clip" in stages:
         _clip(args.work, args.clip_out, CLIPTrainConfig(steps=args.clip_steps), args.raw)
     if "dit" in stages:
-        from dit_translate.tiny.eval import write_dit_card
+        from dit_translate.tiny.cards import write_dit_card
 
         folder = build.export_dit(build.build_dit(args.work, max_steps=args.dit_steps), args.dit_out)
         write_dit_card(folder, Path(args.work) / "dit", sd=args.out)

@@ -98,6 +98,7 @@ class TrainLoop:
         """Run optimizer steps ``self.step .. self.steps - 1``, logging and checkpointing (``training.run_steps``)."""
 
         def update(step: int, g: torch.Generator) -> dict[str, float]:
+            self.step = step  # the step being taken, for step functions that schedule by it
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(step)
             self.model.train()
