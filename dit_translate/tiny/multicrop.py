@@ -52,7 +52,7 @@ def photo_sources(side: int) -> list[torch.Tensor]:
 def leaves_sources(n: int, size: int, seed: int) -> list[torch.Tensor]:
     """``n`` ``dead_leaves`` images as uint8 (3, size, size), drawn from ``seed``."""
     rng = np.random.default_rng(seed)
-    return [torch.from_numpy(dead_leaves(size, rng)).permute(2, 0, 1).contiguous() for _ in range(n)]
+    return [torch.from_numpy(dead_leaves(size, rng).copy()).permute(2, 0, 1).contiguous() for _ in range(n)]
 
 
 def crop_boxes(h: int, w: int, n: int, scale: tuple[float, float], g: torch.Generator,

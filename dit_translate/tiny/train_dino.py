@@ -39,7 +39,7 @@ DINO_MODEL = {"img_size": 64, "patch_size": 8, "embed_dim": 96, "depth": 4, "num
 
 @dataclass(frozen=True)
 class DINOTrainConfig:
-    steps: int = 4000
+    steps: int = 3000
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 300
