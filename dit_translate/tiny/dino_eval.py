@@ -23,6 +23,8 @@ from dit_translate.tiny.data import HELD_OUT, TinyDataset, load_photos, render, 
 from dit_translate.tiny.multicrop import colour_jitter, gaussian_blur, grey
 
 Features = Callable[[torch.Tensor], torch.Tensor]
+RETRIEVAL_CROPS = 32
+"""New random crops per photo in the retrieval gallery (all sixteen photos)."""
 STYLE_PHOTO, STYLE = "astronaut", "comic"
 """The style image of the AGG comparison: a training photo rendered by the comic filter."""
 
@@ -42,7 +44,7 @@ def untrained_folders(root: str | Path, shipped_args: dict) -> dict[str, Path]:
 
 
 # ---- retrieval -------------------------------------------------------------------------------------
-def retrieval_crops(size: int = 64, crops_per_photo: int = 16, seed: int = 1) -> tuple[torch.Tensor, list[str]]:
+def retrieval_crops(size: int = 64, crops_per_photo: int = RETRIEVAL_CROPS, seed: int = 1) -> tuple[torch.Tensor, list[str]]:
     """New random crops (30-100% of the short side, flips; ``data.random_crop``) of all sixteen photos,
     training and held-out: images (N, 3, size, size) in [-1, 1] and the photo name of each."""
     data = TinyDataset("all", size, crops_per_photo, styles=("photo",), seed=seed)
@@ -80,7 +82,7 @@ def photometric(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def retrieval(encoders: Mapping[str, DinoEncoder], crops_per_photo: int = 16,
+def retrieval(encoders: Mapping[str, DinoEncoder], crops_per_photo: int = RETRIEVAL_CROPS,
               seed: int = 1) -> dict[str, dict[str, dict[str, float]]]:
     """``top1_same_photo`` for each DINO's [CLS] and for the mean-colour and thumbnail baselines (centred),
     on the plain crops (``"plain"``) and on the crops after ``photometric`` (``"jittered"``)."""

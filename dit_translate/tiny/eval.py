@@ -626,12 +626,13 @@ def _mean_column(path: Path, column: str) -> float:
 def write_dino_card(folder: str | Path, work: str | Path) -> Path:
     """Measure the exported tiny DINO ``folder`` (``dino_eval.measure``) against the untrained ViTs and write
     its ``README.md``, ``eval.json``, ``loss_curve.png`` and ``agg_examples.png``."""
-    from dit_translate.tiny.dino_eval import measure
+    from dit_translate.tiny.dino_eval import RETRIEVAL_CROPS, measure
 
     folder, work = Path(folder), Path(work)
     results, grid = measure(folder)
     config = json.loads((folder / "config.json").read_text())
-    cfg, arch, extra = json.loads((work / "train_config.json").read_text()), config["model_args"], config["dit_translate"]
+    cfg, extra = json.loads((work / "train_config.json").read_text()), config["dit_translate"]
+    arch = cfg["model"]
     last = _csv_tail(work / "loss.csv")
     sps = _mean_column(work / "loss.csv", "samples_per_s")
     (folder / "eval.json").write_text(json.dumps({**results, "last": last, "mean_samples_per_s": sps, **extra}, indent=2))
@@ -690,7 +691,7 @@ nats (log {cfg["out_dim"]} = {math.log(cfg["out_dim"]):.2f}; both near 0 or both
 Untrained baselines: the preset's random fallback (`encoders.TINY_DINO_ARGS`, what image-guided AGG on the
 tiny preset used before this model shipped) and a random init of this architecture.
 
-**Crop retrieval.** {len(PHOTOS)} photos x 16 new random crops (30-100% of the short side, flips; 64 px): is the
+**Crop retrieval.** {len(PHOTOS)} photos x {RETRIEVAL_CROPS} new random crops (30-100% of the short side, flips; 64 px): is the
 nearest other crop (cosine of the [CLS] feature) a crop of the same photo? Top-1 over the held-out photos' crops
 and over the training photos' crops; "jittered": every crop first gets DINO's colour jitter and greyscale. The
 trivial baselines are centred mean colour and a centred 4x4 thumbnail.

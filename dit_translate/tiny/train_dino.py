@@ -253,7 +253,7 @@ def export_dino(work: str | Path, out: str | Path) -> Path:
     plain.load_state_dict(backbone.state_dict())
     size = cfg.model["img_size"]
     pretrained = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input_size": [3, size, size],
-                  "tag": "dit-translate-tiny-dino"}
+                  "tag": "dit-translate-tiny-dino", "license": "cc0-1.0"}
     extra = {"training_step": step, "weights": "teacher"}
     with replaced_folder(Path(out)) as tmp:
         save_for_hf(plain, str(tmp), model_config={"pretrained_cfg": pretrained, "dit_translate": extra},
