@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dit_translate.encoders import DinoEncoder, build_random_dino, load_dino
+from dit_translate.encoders import DinoEncoder, build_random_dino, fit_square, load_dino, normalize
 from dit_translate.presets import LOCAL_DIR, Preset, load_preset
 from dit_translate.tiny.data import HELD_OUT, TinyDataset, load_photos, render, resize
 from dit_translate.tiny.multicrop import colour_jitter, gaussian_blur, grey
@@ -97,8 +97,6 @@ def retrieval(encoders: Mapping[str, DinoEncoder], crops_per_photo: int = RETRIE
 # ---- key self-similarity -----------------------------------------------------------------------
 def last_keys(dino: DinoEncoder, images: torch.Tensor) -> torch.Tensor:
     """Keys of the patch tokens in the last block's attention: (B, N_patches, D), all heads concatenated."""
-    from dit_translate.encoders import fit_square, normalize
-
     attn = dino.model.blocks[-1].attn
     seen: dict[str, torch.Tensor] = {}
     hook = attn.qkv.register_forward_hook(lambda _m, _i, out: seen.setdefault("qkv", out))
@@ -129,7 +127,7 @@ def mild_augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     x = colour_jitter((images + 1) / 2, g, p=1.0, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)
     x = gaussian_blur(x, 0.3 + 0.4 * torch.rand(len(x), generator=g))
     x = x + 0.02 * torch.randn(x.shape, generator=g)
-    return (x.clamp(0, 1) * 2 - 1)
+    return x.clamp(0, 1) * 2 - 1
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
