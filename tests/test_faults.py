@@ -34,12 +34,12 @@ from dit_translate.errors import (
 )
 from dit_translate.files import WriteError
 from dit_translate.paired.checkpoint import STATE_FILE
-from dit_translate.training import load_state, save_state
 from dit_translate.paired.loading import load_paired
 from dit_translate.paired.train import train
 from dit_translate.presets import load_preset
 from dit_translate.store import ModelStore, default_store
 from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from dit_translate.training import load_state, save_state
 
 WORKER = Path(__file__).with_name("train_worker.py")
 TINY_STEPS = 24

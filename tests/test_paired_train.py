@@ -11,12 +11,12 @@ from test_paired_support import ab_data, lpips_backbone, tiny_clip, write_ab_pai
 
 from dit_translate.metrics import psnr
 from dit_translate.paired.checkpoint import STATE_FILE
-from dit_translate.training import load_state, save_state
 from dit_translate.paired.data import PairedDataset
 from dit_translate.paired.loading import load_paired
 from dit_translate.paired.sampling import sample_dit, translate
 from dit_translate.paired.train import train
 from dit_translate.presets import load_preset
+from dit_translate.training import load_state, save_state
 
 
 def _losses(folder) -> list[float]:

@@ -1,9 +1,10 @@
 """``python -m dit_translate.tiny build|export``: train the tiny world's models and export them.
 
-build   runs the stages in order (vae, decoder, sd, export, clip, dit), each resuming from
+build   runs the stages in order (vae, decoder, sd, export, clip, dit, dino), each resuming from
         ``<work>/<stage>/checkpoint``: the Stable Diffusion folder goes to ``--out`` and the tiny
         open_clip folder to ``--clip-out``, then the paired DiT (``presets/tiny-dit.toml``, which
-        reads those two) to ``--dit-out``, each with its model card.
+        reads those two) to ``--dit-out`` and the tiny DINO ViT to ``--dino-out``, each with its
+        model card.
 report  measures every held-out figure of the shipped tiny world and writes assets/tiny/README.md.
 pairs   writes the tiny DiT's paired data: a pix2pix "AB" folder of photo | comic crops
         (``train/`` from the training photos, ``test/`` from the held-out ones).
@@ -21,16 +22,12 @@ from pathlib import Path
 import torch
 
 from dit_translate.tiny import build
-from dit_translate.tiny.train_clip import (
-    CLIPTrainConfig,
-    export_clip,
-    train_clip,
-    training_data,
-)
+from dit_translate.tiny.train_clip import CLIPTrainConfig, export_clip, train_clip, training_data
+from dit_translate.tiny.train_dino import DINOTrainConfig
 from dit_translate.tiny.train_sd import SDTrainConfig
 from dit_translate.tiny.train_vae import DECODER_FINETUNE, VAETrainConfig
 
-STAGES = ("vae", "decoder", "sd", "export", "clip", "dit")
+STAGES = ("vae", "decoder", "sd", "export", "clip", "dit", "dino")
 
 
 def _export(work: str, out: str, raw: bool) -> None:
@@ -47,6 +44,14 @@ def _clip(work: str, out: str, cfg: CLIPTrainConfig, raw: bool) -> None:
     train_clip(Path(work) / "clip", cfg, training_data(cfg))
     folder = export_clip(Path(work) / "clip", out, ema=not raw)
     write_clip_card(folder, Path(work) / "clip")
+    print(f"exported {folder}")
+
+
+def _dino(work: str, out: str, cfg: DINOTrainConfig) -> None:
+    from dit_translate.tiny.dino_card import write_dino_card
+
+    folder = build.build_dino(work, cfg, out)
+    write_dino_card(folder, Path(work) / "dino")
     print(f"exported {folder}")
 
 
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--clip-out", default="assets/tiny/clip", help="exported open_clip folder")
     b.add_argument("--dit-steps", type=int, default=None, help="stop the DiT run early at this step")
     b.add_argument("--dit-out", default="assets/tiny/dit", help="exported DiT checkpoint folder")
+    b.add_argument("--dino-steps", type=int, default=DINOTrainConfig.steps)
+    b.add_argument("--dino-out", default="assets/tiny/dino", help="exported timm DINO ViT folder")
     b.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
@@ -118,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         folder = build.export_dit(build.build_dit(args.work, max_steps=args.dit_steps), args.dit_out)
         write_dit_card(folder, Path(args.work) / "dit", sd=args.out)
         print(f"exported {folder}")
+    if "dino" in stages:
+        _dino(args.work, args.dino_out, DINOTrainConfig(steps=args.dino_steps))
 
 
 if __name__ == "__main__":

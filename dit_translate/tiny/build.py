@@ -6,7 +6,8 @@ VAE with its decoder fine-tuned (same latents). ``<work>/sd``: stage 2, text enc
 diffusers Stable Diffusion folder, so a usable snapshot exists before training ends. ``<work>/clip``: the tiny
 open_clip (``train_clip.py``). ``<work>/pairs`` and ``<work>/dit``: the photo -> comic pairs and the
 paired DiT run (``python -m dit_translate train`` on ``presets/tiny-dit.toml``), whose checkpoint
-folder is shipped with its encoders shared with the SD folder and the CLIP folder.
+folder is shipped with its encoders shared with the SD folder and the CLIP folder. ``<work>/dino``: the
+tiny DINO ViT (``train_dino.py``), whose teacher backbone is shipped in timm's ``local-dir`` layout.
 """
 
 from __future__ import annotations
@@ -22,12 +23,8 @@ from transformers import CLIPTokenizer
 from dit_translate.files import replaced_folder
 from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, load_weights
 from dit_translate.tiny.data import TinyDataset
-from dit_translate.tiny.models import (
-    make_sampling_scheduler,
-    make_text_encoder,
-    make_train_scheduler,
-    make_unet,
-)
+from dit_translate.tiny.models import make_sampling_scheduler, make_text_encoder, make_train_scheduler, make_unet
+from dit_translate.tiny.train_dino import DINOTrainConfig, export_dino, train_dino
 from dit_translate.tiny.train_sd import NoisePrediction, SDTrainConfig, train_sd
 from dit_translate.tiny.train_vae import DECODER_STAGE, VAETrainConfig, train_vae
 from dit_translate.tokenizer import write_clip_tokenizer
@@ -86,6 +83,12 @@ def build_dit(work: str | Path, preset: str = "tiny-dit", max_steps: int | None 
     if not (work / "pairs" / "test").is_dir():
         write_pairs(work / "pairs")
     return train(load_preset(preset), work / "pairs", work / "dit", max_steps=max_steps).out
+
+
+def build_dino(work: str | Path, cfg: DINOTrainConfig, out: str | Path) -> Path:
+    """Train (or resume) the tiny DINO in ``<work>/dino`` and export its teacher backbone to ``out``."""
+    train_dino(Path(work) / "dino", cfg)
+    return export_dino(Path(work) / "dino", out)
 
 
 def export_dit(run: str | Path, out: str | Path, vae: str = "../sd/vae", clip: str = "local-dir:../clip") -> Path:

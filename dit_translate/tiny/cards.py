@@ -37,7 +37,7 @@ from dit_translate.tiny.measure import (
 from dit_translate.tiny.train_vae import DECODER_STAGE
 
 
-def _csv_tail(path: Path) -> dict[str, str]:
+def csv_tail(path: Path) -> dict[str, str]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     return rows[-1] if rows else {}
@@ -53,14 +53,14 @@ def write_model_card(folder: str | Path, work: str | Path) -> Path:
     curves = {f"{name} loss": read_curve(work / stage / "loss.csv") for name, stage in stages}
     plot_curves(curves, folder / "loss_curve.png")
     sample_grid(folder, folder / "samples.png")
-    vae_last, sd_last = _csv_tail(work / "vae" / "loss.csv"), _csv_tail(work / "sd" / "loss.csv")
+    vae_last, sd_last = csv_tail(work / "vae" / "loss.csv"), csv_tail(work / "sd" / "loss.csv")
     vae_cfg = json.loads((work / "vae" / "train_config.json").read_text())
     sd_cfg = json.loads((work / "sd" / "train_config.json").read_text())
     step = json.loads((folder / "training_step.json").read_text())
     results = {"heldout_vae_psnr_db": psnr, "vae_last": vae_last, "sd_last": sd_last, **step}
     decoder_line = ""
     if tuned:
-        dec_last = results["decoder_last"] = _csv_tail(work / DECODER_STAGE / "loss.csv")
+        dec_last = results["decoder_last"] = csv_tail(work / DECODER_STAGE / "loss.csv")
         dec_cfg = json.loads((work / DECODER_STAGE / "train_config.json").read_text())
         decoder_line = f"""
 - VAE decoder fine-tune (stage 1b, as Stability's `sd-vae-ft-mse`): encoder and `quant_conv` frozen
@@ -149,7 +149,7 @@ def write_clip_card(folder: str | Path, work: str | Path) -> Path:
     retrieval = style_retrieval(clip)
     cfg = json.loads((work / "train_config.json").read_text())
     meta = json.loads((folder / "open_clip_config.json").read_text())["dit_translate"]
-    last = _csv_tail(work / "loss.csv")
+    last = csv_tail(work / "loss.csv")
     (folder / "eval.json").write_text(json.dumps({"heldout_style_retrieval_top1": retrieval, "last": last, **meta}, indent=2))
     plot_curves({"contrastive loss": read_curve(work / "loss.csv")}, folder / "loss_curve.png")
     params = sum(p.numel() for p in clip.model.parameters())
@@ -207,7 +207,7 @@ def write_dit_card(folder: str | Path, run: str | Path, sd: str | Path, history:
     seen = dit_vs_sdedit(folder, sd, *heldout_pairs(crops_per_photo=2, split="train"))[0]
     ceiling = vae_psnr(AutoencoderKL.from_pretrained(Path(sd) / "vae", use_safetensors=True).eval())["comic"]
     tile_grid([list(r) for r in list(zip(sources, edited, translated, targets))[:6]]).save(folder / "comparison.png")
-    last = _csv_tail(run / "loss.csv")
+    last = csv_tail(run / "loss.csv")
     (folder / "eval.json").write_text(json.dumps({"pairs": len(sources), "scores": scores, "training_photos": seen,
                                                   "last": last}, indent=2))
     from dit_translate.paired.checkpoint import read_meta

@@ -15,11 +15,7 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
 from dit_translate.files import remove_stale_temps, write_text_atomic
-from dit_translate.tiny.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    save_checkpoint,
-)
+from dit_translate.tiny.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from dit_translate.training import LossLog, run_steps
 
 StepFn = Callable[[torch.nn.Module, torch.Generator], dict[str, torch.Tensor]]
