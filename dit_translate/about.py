@@ -198,7 +198,8 @@ def tiny_model_cards() -> list[tuple[str, Path]]:
     return [("Tiny Stable Diffusion (editing, AGG)", Path(tiny.model)),
             ("Tiny open_clip (AGG text guidance, DiT condition, CLIP scores)",
              Path(tiny.guidance.clip[0].removeprefix(LOCAL_DIR))),
-            ("Tiny paired DiT (photo -> comic)", Path(dit.model))]
+            ("Tiny paired DiT (photo -> comic)", Path(dit.model)),
+            ("Tiny DINO (AGG image guidance)", Path(tiny.guidance.dino.removeprefix(LOCAL_DIR)))]
 
 
 def model_card(folder: str | Path) -> list[str | Path] | None:

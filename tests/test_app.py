@@ -242,7 +242,7 @@ def test_every_tab_has_full_example_rows_and_the_about_tab_links_the_papers(clie
                 "arxiv.org/abs/2306.04396", "arxiv.org/abs/2505.16001", "arxiv.org/abs/2212.09748"):
         assert url in text
     assert "Device: `cpu`" in text
-    for folder in ("sd", "clip", "dit"):  # each tiny-world card is shown, or said to be missing
+    for folder in ("sd", "clip", "dit", "dino"):  # each tiny-world card is shown, or said to be missing
         card = ROOT / "assets" / "tiny" / folder / "README.md"
         assert (f"assets/tiny/{folder}` holds no model card" in text) != card.is_file()
 

@@ -174,7 +174,8 @@ def test_model_card_keeps_only_images_inside_its_folder(tmp_path):
 
 def test_tiny_model_cards_are_the_folders_the_presets_load():
     folders = [folder for _, folder in about.tiny_model_cards()]
-    assert [f.parts[-2:] for f in folders] == [("tiny", "sd"), ("tiny", "clip"), ("tiny", "dit")]
+    assert [f.parts[-2:] for f in folders] == [("tiny", "sd"), ("tiny", "clip"), ("tiny", "dit"), ("tiny", "dino")]
+    assert all((f / "README.md").is_file() for f in folders)
     assert str(folders[0]) == load_preset("tiny").model and str(folders[2]) == load_preset("tiny-dit").model
 
 
