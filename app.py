@@ -82,7 +82,7 @@ log = logging.getLogger("dit_translate.app")
 
 def refuse(message: str) -> gr.Error:
     """A ``gr.Error`` for a user error: one log line, no traceback in the server log."""
-    log.warning("refused: %s", message)
+    log.warning("refused: %s", " ".join(message.split())[:300])  # one line, whatever the message holds
     return gr.Error(message, print_exception=False)
 
 
@@ -111,6 +111,8 @@ def _name_knobs(**components) -> None:
 
 
 def _named_preprocess(name: str, default):
+    """``default`` (a component's preprocess) behind a check that the payload is a number, errors naming ``name``."""
+
     def preprocess(payload):
         if not isinstance(payload, numbers.Real) or isinstance(payload, bool) or payload != payload:
             raise refuse(f"{name} must be a number, got {payload!r}"[:200])
@@ -148,6 +150,7 @@ def _reporter(progress, label: str, deadline: api.Deadline):
 
 
 def _deadline(endpoint: str) -> api.Deadline:
+    """The time limit of one request to ``endpoint`` (``TIME_LIMITS``), counting from now."""
     return api.Deadline(TIME_LIMITS[endpoint], f"this {endpoint} request")
 
 
@@ -277,23 +280,34 @@ def client_key(scope: dict) -> str:
 class ClientLimits:
     """ASGI middleware: one client may have at most ``CLIENT_MAX_JOBS`` requests in the queue (queued or
     running; ``/queue/join`` and ``/call/*``) and make ``CLIENT_UPLOADS`` uploads per window; past that it gets
-    HTTP 429 and the others keep their places in the shared queue."""
+    HTTP 429 and the others keep their places in the shared queue. An upload without a file name is a 400, not
+    Gradio's 500."""
 
     def __init__(self, app, demo: gr.Blocks) -> None:
         self.app, self.demo = app, demo
         self.uploads: dict[str, deque[float]] = {}
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            refusal = self._refusal(scope["path"], client_key(scope))
-            if refusal is not None:
-                log.warning("refused %s from %s: %s", scope["path"], client_key(scope), refusal)
-                body = json.dumps({"detail": refusal}).encode()
-                await send({"type": "http.response.start", "status": 429,
-                            "headers": [(b"content-type", b"application/json"), (b"retry-after", b"10")]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        client = client_key(scope)
+        refusal = self._refusal(scope["path"], client)
+        if refusal is not None:
+            log.warning("refused %s from %s: %s", scope["path"], client, refusal)
+            return await _answer(send, 429, refusal)
+        started = []
+
+        async def sending(message) -> None:
+            started.append(True)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except TypeError:  # Gradio's upload route on a part whose file name is empty ("not a GradioUploadFile")
+            if not scope["path"].endswith("/upload") or started:
+                raise
+            log.warning("refused %s from %s: an upload without a file name", scope["path"], client)
+            await _answer(send, 400, "Invalid file name: every uploaded file needs a name.")
 
     def _refusal(self, path: str, client: str) -> str | None:
         if path.endswith("/queue/join") or "/call/" in path:
@@ -316,6 +330,13 @@ class ClientLimits:
         """The client's requests in the queue now (Gradio drops an event once it has finished)."""
         events = list(getattr(self.demo._queue, "event_ids_to_events", {}).values())
         return sum(1 for e in events if e.request is not None and client_key(e.request.scope) == client)
+
+
+async def _answer(send, status: int, detail: str) -> None:
+    """Send a JSON ``{"detail": ...}`` response with ``status``."""
+    headers = [(b"content-type", b"application/json")] + ([(b"retry-after", b"10")] if status == 429 else [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
 
 
 def _table(headers: list[str], rows: list[list], clip: api.ClipScores | None = None) -> dict:
