@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import numbers
 import os
 import shutil
@@ -114,7 +115,7 @@ def _named_preprocess(name: str, default):
     """``default`` (a component's preprocess) behind a check that the payload is a number, errors naming ``name``."""
 
     def preprocess(payload):
-        if not isinstance(payload, numbers.Real) or isinstance(payload, bool) or payload != payload:
+        if not isinstance(payload, numbers.Real) or isinstance(payload, bool) or math.isnan(payload):
             raise refuse(f"{name} must be a number, got {payload!r}"[:200])
         try:
             return default(payload)

@@ -16,8 +16,17 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_hostile_inputs import _no_progress, _photo_file, _run_cli, _run_editing, _run_guided, edit, fresh_tmpdir
-from test_hostile_inputs import error_message, photo
+from test_hostile_inputs import (
+    _no_progress,
+    _photo_file,
+    _run_cli,
+    _run_editing,
+    _run_guided,
+    edit,
+    error_message,
+    fresh_tmpdir,
+    photo,
+)
 from test_images import png_header
 
 from dit_translate import api, images
@@ -222,7 +231,8 @@ def test_pruning_removes_only_our_own_run_folders(app, app_tmp, tmp_path, monkey
     for path in (root / "notes", old):
         os.utime(path, (time.time() - app.OUTPUT_MAX_AGE - 60,) * 2)
     gallery, *_ = _run_editing(app, photo())
-    assert sorted(p.name for p in root.iterdir()) == sorted(["notes", "run-link", Path(gallery[0][0]).parent.name])
+    kept = ["notes", "run-link", Path(gallery[0][0]).parent.name]
+    assert sorted(p.name for p in root.iterdir()) == sorted(kept)
     assert elsewhere.is_dir()
 
 
@@ -401,7 +411,6 @@ def server(tmp_path_factory):
     import app
 
     captured = {}
-    real_launch = gr.Blocks.launch
 
     def record(self, **kwargs):
         captured.update(kwargs, demo=self)
@@ -494,7 +503,6 @@ def test_one_client_cannot_fill_the_queue(server, uploaded, monkeypatch):
     """Finding 3: 17 quick POSTs, never read, filled the shared queue (16) and every tab answered "Queue is
     full". Now a client has at most ``CLIENT_MAX_JOBS`` requests in the queue; another client is still served."""
     import app
-
     from dit_translate.store import default_store
 
     monkeypatch.setattr(app, "TRUST_FORWARDED", True)  # as behind a Space's proxy: clients told apart by it
