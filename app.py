@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import logging
+import math
+import numbers
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,7 +26,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from dit_translate import about, api, images, runtime, sizes  # noqa: E402
-from dit_translate.errors import MemoryExhaustedError, MissingWeightsError  # noqa: E402
+from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError  # noqa: E402
+from dit_translate.knobs import MAX_TEXT_CHARS  # noqa: E402
 from dit_translate.images import ImageError  # noqa: E402
 from dit_translate.presets import PAIRED_KINDS, PresetError, load_preset  # noqa: E402
 from dit_translate.store import default_store  # noqa: E402
@@ -37,21 +44,47 @@ except ImportError:  # pragma: no cover - spaces is in requirements, but keep th
 
 MAX_SEED = 2**31 - 1
 MAX_FILE_SIZE = "20mb"
+MAX_PIXELS = 16_000_000
+"""Largest image the app accepts (declared width * height; the core's own limit is ``images.DEFAULT_MAX_PIXELS``):
+a few-KB file may declare 40 MP, and each costs hundreds of MB to decode."""
 QUEUE = {"max_size": 16, "default_concurrency_limit": 1}
 """``demo.queue`` settings of ``main`` (``benchmarks/load.py`` measures the app with them): 16 waiting
 requests at most; each endpoint runs one request at a time (its own ``concurrency_limit``)."""
-OUTPUT_FOLDER = "dit-translate-outputs"
+TIME_LIMITS = {"edit": 120, "guide": 180, "translate": 60}
+"""Seconds each endpoint's request may run (``api.Deadline``, checked at every step; also its ZeroGPU duration).
+Gradio's ``time_limit`` is not used: it applies to streaming events only, never to ``.click``."""
+OUTPUT_FOLDER = f"dit-translate-outputs-{os.getuid()}"
+"""The app's output folder in the system temp dir, one per user; used only if it is private (see ``output_root``)."""
 OUTPUT_MAX_AGE = 3600
 """Seconds a request's output files are kept (ours in ``output_root()``, Gradio's copies via ``delete_cache``)."""
 OUTPUT_KEEP = 100
 """At most this many requests' output folders are kept in ``output_root()`` (the newest)."""
+CLIENT_MAX_JOBS = 3
+"""Requests one client may have queued or running at once (the shared queue holds ``QUEUE["max_size"]``)."""
+CLIENT_UPLOADS = (20, 60)
+"""At most this many upload requests per client per this many seconds."""
+TRUST_FORWARDED = bool(os.environ.get("SPACE_ID"))
+"""Key clients by the last ``x-forwarded-for`` entry (what the Space's proxy saw), only behind that proxy;
+elsewhere a client could pick its own key."""
+SWEEP_EVERY = 300
+"""Seconds between sweeps of the output folder and of Gradio's untracked upload temporaries (and one at start)."""
+UPLOAD_TEMP_MAX_AGE = 600
+"""Seconds after which a ``tmp*`` file left directly in Gradio's upload folder is deleted: an upload Gradio
+refused (e.g. a file named ``..``) leaves its bytes there, tracked by nothing."""
 DEFAULT_PRESET, DEFAULT_PAIRED = "tiny", "tiny-dit"
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "examples")
-USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError, MemoryExhaustedError)
+USER_ERRORS = (ImageError, ValueError, PresetError, MissingWeightsError, MemoryExhaustedError, TimeLimitError)
 OUT_OF_MEMORY = ("Out of memory: try a smaller image, fewer steps, fewer methods at once, or a smaller preset "
                  "(e.g. tiny).")
 METHOD_LABELS = {"sdedit": "SDEdit", "correct": "Correction", "pnp": "PnP"}
 PHOTO_SOURCES = ["upload", "clipboard", "webcam"]
+log = logging.getLogger("dit_translate.app")
+
+
+def refuse(message: str) -> gr.Error:
+    """A ``gr.Error`` for a user error: one log line, no traceback in the server log."""
+    log.warning("refused: %s", " ".join(message.split())[:300])  # one line, whatever the message holds
+    return gr.Error(message, print_exception=False)
 
 
 def photo_input(**kwargs) -> gr.Image:
@@ -71,27 +104,55 @@ def photo_input(**kwargs) -> gr.Image:
     return component
 
 
+def _name_knobs(**components) -> None:
+    """Make bad payloads of these ``gr.Slider`` / ``gr.Number`` inputs from an HTTP client (null, a string, a list,
+    NaN, out of bounds) a ``gr.Error`` naming the knob (its keyword), not Gradio's message-less error."""
+    for name, component in components.items():
+        component.preprocess = _named_preprocess(name, component.preprocess)
+
+
+def _named_preprocess(name: str, default):
+    """``default`` (a component's preprocess) behind a check that the payload is a number, errors naming ``name``."""
+
+    def preprocess(payload):
+        if not isinstance(payload, numbers.Real) or isinstance(payload, bool) or math.isnan(payload):
+            raise refuse(f"{name} must be a number, got {payload!r}"[:200])
+        try:
+            return default(payload)
+        except gr.Error as e:
+            raise refuse(f"{name}: {e.message}") from None
+
+    return preprocess
+
+
 @contextlib.contextmanager
 def user_errors():
-    """Turn bad input, missing weights and out-of-memory into a clear ``gr.Error``; the app keeps serving."""
+    """Turn bad input, missing weights, out-of-memory and time limits into a clear ``gr.Error``; the app keeps
+    serving."""
     try:
         yield
     except USER_ERRORS as e:
-        raise gr.Error(str(e)) from None
+        raise refuse(str(e)) from None
     except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
         if not runtime.is_out_of_memory(e):
             raise
         runtime.free_memory()
-        raise gr.Error(OUT_OF_MEMORY) from None
+        raise refuse(OUT_OF_MEMORY) from None
 
 
-def _reporter(progress, label: str):
-    """Adapt ``gr.Progress`` to the core's ``progress(done, total, desc)`` callback."""
+def _reporter(progress, label: str, deadline: api.Deadline):
+    """Adapt ``gr.Progress`` to the core's ``progress(done, total, desc)`` callback, stopping the request at its
+    ``deadline``."""
 
     def report(done: int, total: int, desc: str) -> None:
         progress((done, total), desc=f"{label}: {desc}")
 
-    return report
+    return deadline.watch(report)
+
+
+def _deadline(endpoint: str) -> api.Deadline:
+    """The time limit of one request to ``endpoint`` (``TIME_LIMITS``), counting from now."""
+    return api.Deadline(TIME_LIMITS[endpoint], f"this {endpoint} request")
 
 
 def _present(image, original):
@@ -112,17 +173,36 @@ def output_root() -> Path:
     return Path(tempfile.gettempdir()) / OUTPUT_FOLDER
 
 
+def _private_folder(root: Path) -> None:
+    """Create ``root`` with mode 0700, or accept an existing one only if ``lstat`` shows a real folder (not a
+    symlink) owned by this user and closed to others; ``OSError`` otherwise."""
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(0, "not a directory" if not stat.S_ISLNK(info.st_mode) else "it is a symlink")
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise PermissionError(0, "it is not a private folder of this user (owner or mode)")
+
+
 _outputs_lock = threading.Lock()
+
+
+def _request_folders(root: Path) -> list[tuple[float, Path]]:
+    """``(mtime, folder)`` of the app's own request folders in ``root``: real ``run-*`` folders, never symlinks."""
+    folders = []
+    for folder in root.glob("run-*"):
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile by another process
+            info = folder.lstat()
+            if stat.S_ISDIR(info.st_mode):
+                folders.append((info.st_mtime, folder))
+    return folders
 
 
 def _prune_outputs(root: Path) -> None:
     """Remove request folders older than ``OUTPUT_MAX_AGE`` and all but the newest ``OUTPUT_KEEP - 1`` (room for
     the next one)."""
-    folders = []
-    for folder in root.iterdir():
-        with contextlib.suppress(FileNotFoundError):  # removed meanwhile by another process
-            folders.append((folder.stat().st_mtime, folder))
-    folders.sort(reverse=True)
+    folders = sorted(_request_folders(root), reverse=True)
     now = time.time()
     for rank, (mtime, folder) in enumerate(folders):
         if rank >= OUTPUT_KEEP - 1 or now - mtime > OUTPUT_MAX_AGE:
@@ -136,17 +216,128 @@ def _save_outputs(shown: dict) -> dict[str, str]:
     root = output_root()
     try:
         with _outputs_lock:
-            root.mkdir(mode=0o700, exist_ok=True)
+            _private_folder(root)
             _prune_outputs(root)
             folder = Path(tempfile.mkdtemp(prefix="run-", dir=root))
     except OSError as e:
         reason = e.strerror or str(e)
-        raise gr.Error(f"cannot create an output folder in '{root}': {reason[:1].lower()}{reason[1:]}") from None
+        raise refuse(f"cannot create an output folder in '{root}': {reason[:1].lower()}{reason[1:]}") from None
     try:
         return {name: str(images.save_image(img, folder / f"{name}.png")) for name, img in shown.items()}
     except ImageError as e:  # it names the file and the reason (a full disk, ...)
         shutil.rmtree(folder, ignore_errors=True)
-        raise gr.Error(str(e)) from None
+        raise refuse(str(e)) from None
+
+
+def _sweep_upload_temps(folder: Path) -> None:
+    """Delete ``tmp*`` files (regular files, never symlinks) older than ``UPLOAD_TEMP_MAX_AGE`` directly in
+    Gradio's upload ``folder``: bytes of refused uploads that nothing tracks."""
+    now = time.time()
+    for path in folder.glob("tmp*"):
+        with contextlib.suppress(FileNotFoundError):
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > UPLOAD_TEMP_MAX_AGE:
+                path.unlink()
+
+
+def sweep() -> None:
+    """Prune the output folder (if it exists and is ours) and Gradio's untracked upload temporaries."""
+    from gradio.utils import get_upload_folder
+
+    root = output_root()
+    with _outputs_lock, contextlib.suppress(OSError):
+        if root.is_dir():
+            _private_folder(root)
+            _prune_outputs(root)
+    with contextlib.suppress(OSError):
+        _sweep_upload_temps(Path(get_upload_folder()))
+
+
+def start_sweeper(every: float = SWEEP_EVERY) -> threading.Event:
+    """Sweep now and then every ``every`` seconds in a daemon thread (so files age out without requests);
+    setting the returned event stops it."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            sweep()
+            if stop.wait(every):
+                return
+
+    threading.Thread(target=loop, name="dit-translate-sweeper", daemon=True).start()
+    return stop
+
+
+def client_key(scope: dict) -> str:
+    """Who a request comes from: the proxy's view of the client on a Space, else the socket's peer address."""
+    if TRUST_FORWARDED:
+        for name, value in scope.get("headers", ()):
+            if name == b"x-forwarded-for":
+                return value.decode("latin-1").split(",")[-1].strip()
+    client = scope.get("client")
+    return client[0] if client else "?"
+
+
+class ClientLimits:
+    """ASGI middleware: one client may have at most ``CLIENT_MAX_JOBS`` requests in the queue (queued or
+    running; ``/queue/join`` and ``/call/*``) and make ``CLIENT_UPLOADS`` uploads per window; past that it gets
+    HTTP 429 and the others keep their places in the shared queue. An upload without a file name is a 400, not
+    Gradio's 500."""
+
+    def __init__(self, app, demo: gr.Blocks) -> None:
+        self.app, self.demo = app, demo
+        self.uploads: dict[str, deque[float]] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        client = client_key(scope)
+        refusal = self._refusal(scope["path"], client)
+        if refusal is not None:
+            log.warning("refused %s from %s: %s", scope["path"], client, refusal)
+            return await _answer(send, 429, refusal)
+        started = []
+
+        async def sending(message) -> None:
+            started.append(True)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except TypeError:  # Gradio's upload route on a part whose file name is empty ("not a GradioUploadFile")
+            if not scope["path"].endswith("/upload") or started:
+                raise
+            log.warning("refused %s from %s: an upload without a file name", scope["path"], client)
+            await _answer(send, 400, "Invalid file name: every uploaded file needs a name.")
+
+    def _refusal(self, path: str, client: str) -> str | None:
+        if path.endswith("/queue/join") or "/call/" in path:
+            if self._jobs(client) >= CLIENT_MAX_JOBS:
+                return f"Too many requests: at most {CLIENT_MAX_JOBS} at a time per client; wait for one to finish."
+        elif path.endswith("/upload"):
+            count, window = CLIENT_UPLOADS
+            if len(self.uploads) > 10_000:  # bound the table under a flood of addresses
+                self.uploads.clear()
+            recent = self.uploads.setdefault(client, deque())
+            now = time.monotonic()
+            while recent and now - recent[0] > window:
+                recent.popleft()
+            if len(recent) >= count:
+                return f"Too many uploads: at most {count} per {window} s per client."
+            recent.append(now)
+        return None
+
+    def _jobs(self, client: str) -> int:
+        """The client's requests in the queue now (Gradio drops an event once it has finished)."""
+        events = list(getattr(self.demo._queue, "event_ids_to_events", {}).values())
+        return sum(1 for e in events if e.request is not None and client_key(e.request.scope) == client)
+
+
+async def _answer(send, status: int, detail: str) -> None:
+    """Send a JSON ``{"detail": ...}`` response with ``status``."""
+    headers = [(b"content-type", b"application/json")] + ([(b"retry-after", b"10")] if status == 429 else [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
 
 
 def _table(headers: list[str], rows: list[list], clip: api.ClipScores | None = None) -> dict:
@@ -161,7 +352,7 @@ def _table(headers: list[str], rows: list[list], clip: api.ClipScores | None = N
             "data": [[*row, *(round(c[i], 3) for c in columns.values())] for i, row in enumerate(rows)]}
 
 
-@GPU(duration=120)
+@GPU(duration=TIME_LIMITS["edit"])
 def run_editing(
     image,
     prompt: str,
@@ -177,12 +368,14 @@ def run_editing(
 ):
     """SDEdit / correction / PnP side by side: (gallery, metrics table, downloadable files, note)."""
     if image is None:
-        raise gr.Error("Upload an image first.")
+        raise refuse("Upload an image first.")
     if not methods:
-        raise gr.Error("Choose at least one method.")
+        raise refuse("Choose at least one method.")
+    deadline = _deadline("edit")
     with user_errors():
+        methods = api.edit_methods(methods)
         _require(strength=strength, steps=steps, guidance=guidance, seed=seed, inversion_steps=inversion_steps)
-        original = images.load_image(image)
+        original = images.load_image(image, max_pixels=MAX_PIXELS)
         runs = []
         for method in methods:
             label = METHOD_LABELS[method] + (f" ({variant})" if method == "correct" else "")
@@ -190,7 +383,7 @@ def run_editing(
                 method=method, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
                 variant=variant, inversion_steps=inversion_steps,
             )
-            result = api.edit(request, original, preset=preset, progress=_reporter(progress, label))
+            result = api.edit(request, original, preset=preset, progress=_reporter(progress, label, deadline))
             runs.append((method, label, result))
         source = runs[0][2].extras["source"]
         clip = api.clip_scores([r.image for _, _, r in runs], prompt, source, preset=preset)
@@ -202,7 +395,7 @@ def run_editing(
     return gallery, table, [paths[method] for method, _, _ in runs], about.result_note(runs[0][2], clip)
 
 
-@GPU(duration=180)
+@GPU(duration=TIME_LIMITS["guide"])
 def run_guided(
     image,
     mode: str,
@@ -224,22 +417,23 @@ def run_guided(
 ):
     """AGG next to the unguided DDIM result of the same seed: (slider pair, gallery, metrics table, files, note)."""
     if image is None:
-        raise gr.Error("Upload an image first.")
+        raise refuse("Upload an image first.")
     text_mode = mode == "text"
     if not text_mode and style_image is None:
-        raise gr.Error("Image-guided mode needs a style image.")
+        raise refuse("Image-guided mode needs a style image.")
+    deadline = _deadline("guide")
     with user_errors():
         options = dict(skip=skip, edit=edit, eta_edit=eta_edit, lr=lr, inner_steps=inner_steps, reg_weight=reg_weight,
                        symmetric=symmetric)
         _require(steps=steps, guidance=guidance, seed=seed, **options)
-        original = images.load_image(image)
+        original = images.load_image(image, max_pixels=MAX_PIXELS)
         request = api.GuideRequest(
             text=text if text_mode else None,
             source_text=(source_text or None) if text_mode else None,
-            style_image=None if text_mode else style_image,
+            style_image=None if text_mode else images.load_image(style_image, max_pixels=MAX_PIXELS),
             steps=steps, guidance=guidance, seed=seed,
         )
-        result = api.guide(request, original, preset=preset, options=options, progress=_reporter(progress, "AGG"))
+        result = api.guide(request, original, preset=preset, options=options, progress=_reporter(progress, "AGG", deadline))
         baseline = result.extras["ddim"]
         clip = None
         if text_mode:
@@ -261,16 +455,17 @@ def run_guided(
     return pair, gallery, table, list(pair), about.result_note(result, clip)
 
 
-@GPU(duration=60)
+@GPU(duration=TIME_LIMITS["translate"])
 def run_paired(image, preset: str, steps: int, guidance: float, seed: int, progress=gr.Progress()):
     """Paired DiT translation: (before/after slider pair, metrics table, file, note)."""
     if image is None:
-        raise gr.Error("Upload an image first.")
+        raise refuse("Upload an image first.")
+    deadline = _deadline("translate")
     with user_errors():
         _require(steps=steps, guidance=guidance, seed=seed)
-        original = images.load_image(image)
+        original = images.load_image(image, max_pixels=MAX_PIXELS)
         result = api.translate(original, preset=preset, steps=steps, guidance=guidance, seed=seed,
-                               progress=_reporter(progress, "DiT"))
+                               progress=_reporter(progress, "DiT", deadline))
     paths = _save_outputs({"source": _present(result.extras["source"], original),
                            "paired": _present(result.image, original)})
     headers, row = ["model", "seconds", "NFE", "SSIM to source"], [
@@ -338,8 +533,9 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
             p_banner = gr.Markdown(about.preset_summary(DEFAULT_PAIRED, device))
             p_preset.change(lambda name: about.preset_summary(name, device), p_preset, p_banner,
                             api_visibility="private")
+            _name_knobs(steps=p_steps, guidance=p_guidance, seed=p_seed)
             p_inputs, p_outputs = [p_image, p_preset, p_steps, p_guidance, p_seed], [p_slider, p_table, p_file, p_note]
-            p_run.click(run_paired, p_inputs, p_outputs, api_name="translate", concurrency_limit=1, time_limit=300)
+            p_run.click(run_paired, p_inputs, p_outputs, api_name="translate", concurrency_limit=1)
             _examples(run_paired, p_inputs, p_outputs,
                       [{p_image: example_path("coffee.jpg")}, {p_image: example_path("chelsea.jpg")}],
                       [p_image], "translate_example")
@@ -353,7 +549,7 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     image = photo_input(label="Photo", sources=PHOTO_SOURCES)
-                    prompt = gr.Textbox(label="Prompt", value="a comic drawing")
+                    prompt = gr.Textbox(label="Prompt", value="a comic drawing", max_length=MAX_TEXT_CHARS)
                     strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength")
                     steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
                     guidance = gr.Slider(1.0, 15.0, value=defaults.guidance, step=0.5, label="Guidance")
@@ -379,9 +575,10 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                         interactive=False,
                     )
                     files = gr.File(label="Download", file_count="multiple")
+            _name_knobs(strength=strength, steps=steps, guidance=guidance, seed=seed, inversion_steps=inversion_steps)
             inputs = [image, prompt, preset, strength, steps, guidance, seed, methods, variant, inversion_steps]
             outputs = [gallery, table, files, note]
-            run.click(run_editing, inputs, outputs, api_name="edit", concurrency_limit=1, time_limit=600)
+            run.click(run_editing, inputs, outputs, api_name="edit", concurrency_limit=1)
             _examples(run_editing, inputs, outputs,
                       [{image: example_path("chelsea.jpg")},
                        {image: example_path("coffee.jpg"), prompt: "a watercolor painting", strength: 0.7}],
@@ -399,8 +596,9 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                     g_image = photo_input(label="Photo", sources=PHOTO_SOURCES)
                     g_mode = gr.Radio([("Text-guided", "text"), ("Image-guided", "image")], value="text",
                                       label="Guidance")
-                    g_text = gr.Textbox(label="Target text", value="a comic drawing")
+                    g_text = gr.Textbox(label="Target text", value="a comic drawing", max_length=MAX_TEXT_CHARS)
                     g_source_text = gr.Textbox(label="Source text (optional; adds the CLIP direction score)",
+                                               max_length=MAX_TEXT_CHARS,
                                                placeholder="a photo")
                     g_style = photo_input(label="Style image (image-guided)", sources=["upload", "clipboard"])
                     g_steps = gr.Slider(5, 200, value=50, step=1, label="Steps (respaced grid)")
@@ -425,10 +623,12 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                         label="Metrics (lower guidance loss = closer to the target)", interactive=False,
                     )
                     g_files = gr.File(label="Download", file_count="multiple")
+            _name_knobs(steps=g_steps, guidance=g_guidance, seed=g_seed, skip=g_skip, edit=g_edit, eta_edit=g_eta_edit,
+                        lr=g_lr, inner_steps=g_inner, reg_weight=g_reg)
             g_inputs = [g_image, g_mode, g_text, g_source_text, g_style, preset, g_steps, g_guidance, g_seed,
                         g_skip, g_edit, g_eta_edit, g_lr, g_inner, g_reg, g_symmetric]
             g_outputs = [g_slider, g_gallery, g_table, g_files, g_note]
-            g_run.click(run_guided, g_inputs, g_outputs, api_name="guide", concurrency_limit=1, time_limit=900)
+            g_run.click(run_guided, g_inputs, g_outputs, api_name="guide", concurrency_limit=1)
             _examples(run_guided, g_inputs, g_outputs,
                       [{g_image: example_path("chelsea.jpg"), g_source_text: "a photo", g_steps: 20},
                        {g_image: example_path("coffee.jpg"), g_text: "a pencil sketch", g_steps: 20},
@@ -465,10 +665,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cache = os.path.join(".gradio", "cached_examples", about.examples_cache_key([DEFAULT_PRESET, DEFAULT_PAIRED]))
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", cache)  # Gradio's own folder, one per weights state
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    start_sweeper()  # old outputs and untracked uploads go now and every SWEEP_EVERY s, with or without requests
     demo = build_demo()
     demo.queue(**QUEUE).launch(
-        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE
+        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
+        app_kwargs=launch_app_kwargs(demo),
     )
+
+
+def launch_app_kwargs(demo: gr.Blocks) -> dict:
+    """The FastAPI options of ``main``'s launch: the per-client limits (``ClientLimits``)."""
+    from starlette.middleware import Middleware
+
+    return {"middleware": [Middleware(ClientLimits, demo=demo)]}
 
 
 if __name__ == "__main__":

@@ -284,9 +284,12 @@ def summarize(outcomes: list[Outcome], seconds: float) -> dict[str, Any]:
 
 
 def endpoint_limits(demo) -> dict[str, dict[str, Any]]:
-    """The concurrency limit and time limit of each named endpoint of a ``gr.Blocks`` app."""
+    """The concurrency limit and time limit (``app.TIME_LIMITS``, enforced per step) of each named endpoint."""
+    import app
+
     out = {}
     for fn in demo.fns.values():
         if fn.api_name and f"/{fn.api_name}" in ENDPOINTS:
-            out[f"/{fn.api_name}"] = {"concurrency_limit": fn.concurrency_limit, "time_limit": fn.time_limit}
+            out[f"/{fn.api_name}"] = {"concurrency_limit": fn.concurrency_limit,
+                                      "time_limit": app.TIME_LIMITS[fn.api_name]}
     return out

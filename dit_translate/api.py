@@ -7,12 +7,15 @@ defaults and layer maps, run, and score the result against the source.
 Each call holds its model bundle's ``lock`` while it runs (requests from several threads take turns
 on a shared model), and running out of memory (``torch.OutOfMemoryError``, the CPU allocator's
 "can't allocate memory", ``MemoryError``) becomes a ``MemoryExhaustedError`` that says what to
-reduce, after the failed request's tensors are released: the process keeps serving.
+reduce, after the failed request's tensors are released: the process keeps serving. A ``Deadline``
+watching the progress callback stops a request that runs past its time limit the same way
+(``TimeLimitError``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import time
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -20,8 +23,8 @@ import torch
 from PIL import Image
 
 from dit_translate import images, metrics, sizes
-from dit_translate.errors import MemoryExhaustedError, MissingWeightsError
-from dit_translate.knobs import check
+from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError
+from dit_translate.knobs import check, check_text
 from dit_translate.methods import losses
 from dit_translate.methods.agg import AGGConfig, agg, ddim_baseline
 from dit_translate.methods.common import Progress, TranslationResult
@@ -38,22 +41,50 @@ EDIT_METHODS = ("sdedit", "correct", "pnp")
 T = TypeVar("T")
 
 
+class Deadline:
+    """A request's time limit: ``watch(progress)`` is a ``Progress`` callback that raises ``TimeLimitError`` at the
+    first step reported after ``seconds`` have passed (the methods report every step). One ``Deadline`` may
+    watch several calls of one request (the app's editing tab runs up to three methods under one)."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds, self.what = seconds, what
+        self.end = time.monotonic() + seconds
+
+    def check(self) -> None:
+        """Raise ``TimeLimitError`` if the time is up."""
+        if time.monotonic() > self.end:
+            raise TimeLimitError(f"{self.what} was stopped: it ran past its time limit of {self.seconds:g} s; "
+                                 "try fewer steps, fewer methods, or a smaller image or preset")
+
+    def watch(self, progress: Progress | None = None) -> Progress:
+        """``progress`` (if any), called after checking the time at each step."""
+
+        def report(done: int, total: int, description: str) -> None:
+            self.check()
+            if progress is not None:
+                progress(done, total, description)
+
+        return report
+
+
 def _within_memory(what: str, run: Callable[[], T]) -> T:
     """``run()``, with running out of memory turned into a ``MemoryExhaustedError`` about ``what``.
 
-    The error is raised after the handler has exited, so the failed run's frames and tensors are
-    already released (and the CUDA cache emptied) when the caller sees it.
+    That error, and a ``TimeLimitError`` of a ``Deadline``, are raised anew after the handler has exited, so the
+    stopped run's frames and tensors are already released (and the CUDA cache emptied) when the caller sees it.
     """
     try:
         return run()
+    except TimeLimitError as e:
+        error: Exception = TimeLimitError(str(e))
     except (RuntimeError, MemoryError) as e:
         if not is_out_of_memory(e):
             raise
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        error = MemoryExhaustedError(
+            f"not enough memory for {what} ({reason}); try fewer steps, a smaller image or a smaller preset")
     free_memory()
-    raise MemoryExhaustedError(
-        f"not enough memory for {what} ({reason}); try fewer steps, a smaller image or a smaller preset"
-    )
+    raise error
 
 
 @dataclass(frozen=True)
@@ -84,9 +115,20 @@ def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _check_text(name: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+MAX_METHODS = len(EDIT_METHODS)
+
+
+def edit_methods(methods: object) -> tuple[str, ...]:
+    """The editing methods of one request (e.g. the app's checkboxes), each once and in the order given; at most
+    ``MAX_METHODS`` entries (a list with repeats would multiply one request's time and memory)."""
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, Sequence):
+        raise ValueError(f"methods must be a list of {', '.join(EDIT_METHODS)}, got {type(methods).__name__}")
+    if len(methods) > MAX_METHODS:
+        raise ValueError(f"methods: at most {MAX_METHODS} entries (each method once), got {len(methods)}")
+    for method in methods:
+        if not isinstance(method, str) or method not in EDIT_METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(EDIT_METHODS)}")
+    return tuple(dict.fromkeys(methods))
 
 
 def prepare_source(img: Image.Image, loaded: Loaded) -> torch.Tensor:
@@ -108,9 +150,10 @@ def edit(
         raise ValueError(f"unknown method {request.method!r}; choose one of {', '.join(EDIT_METHODS)}")
     if request.method == "correct" and request.variant not in VARIANTS:
         raise ValueError(f"unknown correction variant {request.variant!r}; choose one of {', '.join(VARIANTS)}")
+    check_text("the prompt", request.prompt)
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise ValueError("a prompt is required: describe the target, e.g. 'a comic drawing'")
-    _check_text("the negative prompt", request.negative_prompt)
+    check_text("the negative prompt", request.negative_prompt)
     request = replace(request, **_whole_knobs(steps=request.steps, inversion_steps=request.inversion_steps,
                                               seed=request.seed))
     img = images.load_image(image)  # a bad image fails before any model is loaded
@@ -188,8 +231,8 @@ def guide(
     same augmentations) and ``ssim_to_source`` / ``ssim_to_source_ddim``. ``options`` are further
     ``methods.agg.AGGConfig`` fields (windows, etas, loss weights, ablation switches).
     """
-    _check_text("the target text", request.text)
-    _check_text("the source text", request.source_text)
+    check_text("the target text", request.text)
+    check_text("the source text", request.source_text)
     text = (request.text or "").strip()
     if not text and request.style_image is None:
         raise ValueError("AGG needs a target: give a target text or a style image")

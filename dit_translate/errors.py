@@ -8,7 +8,7 @@ Two families, told apart by their base classes:
 - **The environment** (``RuntimeError`` / ``OSError``): the request is fine but this machine cannot serve
   it now. ``MissingWeightsError`` (weights neither on disk nor downloadable), ``CorruptWeightsError``
   (weights on disk that do not load), ``MemoryExhaustedError`` (the device ran out of memory),
-  ``WriteError`` (a file could not be written).
+  ``TimeLimitError`` (the request ran past its time limit), ``WriteError`` (a file could not be written).
 
 Every one is a ``DitTranslateError`` too, and its message is one line a person can act on: the CLI
 prints it and exits with status 2, the app shows it; neither shows a traceback for them.
@@ -50,6 +50,11 @@ class CorruptWeightsError(MissingWeightsError):
 class MemoryExhaustedError(DitTranslateError, RuntimeError):
     """A request needed more memory than the device had; the message names the request and what to reduce
     (raised by ``api``, which has released the failed run's memory: the process keeps serving)."""
+
+
+class TimeLimitError(DitTranslateError, RuntimeError):
+    """A request ran past its time limit (``api.Deadline``) and was stopped at its next step; the message names
+    the request, the limit and what to reduce (raised by ``api`` after the stopped run's memory was released)."""
 
 
 class WriteError(DitTranslateError, OSError):

@@ -20,11 +20,16 @@ from pathlib import Path
 from dit_translate.errors import WriteError
 
 TEMP_GLOB = ".*.tmp"
+NAME_MAX = 255
+"""Longest file name (in bytes) of the common file systems (ext4, XFS, btrfs, APFS, NTFS)."""
 
 
 def temp_path(path: Path) -> Path:
-    """A fresh temporary name next to ``path`` (matches ``TEMP_GLOB``)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    """A fresh temporary name next to ``path`` (matches ``TEMP_GLOB``); the name is cut so that it stays within
+    ``NAME_MAX`` bytes, so any name that is legal for ``path`` is legal for its temporary too."""
+    suffix = f".{secrets.token_hex(4)}.tmp"
+    name = os.fsencode(path.name)[:NAME_MAX - 1 - len(suffix)]
+    return path.with_name(f".{os.fsdecode(name)}{suffix}")
 
 
 def _remove(path: Path) -> None:

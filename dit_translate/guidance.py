@@ -26,7 +26,7 @@ import torch
 from dit_translate.encoders import ClipEncoder, DinoEncoder
 from dit_translate.errors import MissingWeightsError
 from dit_translate.presets import GuidanceSpec, Preset
-from dit_translate.refs import LOCAL_DIR, is_local_dir, local_dir_folder
+from dit_translate.refs import LOCAL_DIR, is_local_dir, local_dir_folder, shown_path
 from dit_translate.runtime import hub_offline
 from dit_translate.untrained import untrained_folder
 from dit_translate.weights import Availability, naming_bad_weights
@@ -46,7 +46,7 @@ def _local(spec: str, kind: str, preset: Preset) -> tuple[Path, bool]:
     if preset.guidance is not None and preset.guidance.fallback == "random-tiny":
         return untrained_folder(kind), True
     raise MissingWeightsError(
-        f"preset {preset.name!r}: guidance {kind} folder {folder} is missing or holds no {config} + "
+        f"preset {preset.name!r}: guidance {kind} folder {shown_path(folder)} is missing or holds no {config} + "
         f"safetensors weights; check the preset's [guidance] table"
     )
 
@@ -142,10 +142,10 @@ def _spec_status(spec: str, kind: str, preset: Preset) -> Availability:
     if is_local_dir(spec):
         folder = local_dir_folder(spec)
         if _has_weights(folder, "open_clip_config.json" if kind == "clip" else "config.json"):
-            return Availability(True, f"{kind} {folder}")
+            return Availability(True, f"{kind} {shown_path(folder)}")
         if preset.guidance is not None and preset.guidance.fallback:
             return Availability(True, f"UNTRAINED random tiny {kind}", untrained=True)
-        return Availability(False, f"{kind} folder {folder} missing")
+        return Availability(False, f"{kind} folder {shown_path(folder)} missing")
     try:
         repo = _clip_repo(spec) if kind == "clip" else _dino_repo(spec)
     except ValueError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -31,8 +32,10 @@ from dit_translate.files import atomic_write
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DRAFT_PIXELS",
     "ImageError",
     "ImageSource",
+    "check_destination",
     "load_image",
     "save_format",
     "save_image",
@@ -43,6 +46,11 @@ __all__ = [
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest accepted declared pixel count (width * height), checked before decoding."""
+
+DRAFT_PIXELS = 4_000_000
+"""JPEGs larger than this are decoded reduced (libjpeg's DCT scaling by 1/2, 1/4 or 1/8, ``Image.draft``) to the
+smallest scale that still has at least this many pixels: a 40 MP photo costs about a tenth of the memory and
+time, and every working size (at most 1024 px a side) is far below it."""
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
@@ -122,10 +130,24 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     raise TypeError(f"cannot load an image from a {type(src).__name__}")
 
 
+def _open_regular(path: Path, label: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file; a FIFO, device or socket is refused without
+    blocking (``O_NONBLOCK``: opening a FIFO with no writer would otherwise wait forever)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory, not a file" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
+        raise ImageError(f"cannot read image {label}: it is {what}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _load_path(path: Path, max_pixels: int) -> Image.Image:
     label = f"'{path.name or path}'"
     try:
-        with open(path, "rb") as fh:
+        with _open_regular(path, label) as fh:
             return _decode(fh, label, max_pixels)
     except FileNotFoundError as exc:
         raise ImageError(f"cannot read image {label}: the file does not exist") from exc
@@ -146,6 +168,7 @@ def _decode(fh: BinaryIO, label: str, max_pixels: int) -> Image.Image:
     try:
         with Image.open(fh, formats=_READ_FORMATS) as im:
             _check_pixels(im.size, max_pixels, label)
+            _draft(im)
             im.load()
             return _normalise(im, label)
     except ImageError:
@@ -164,6 +187,14 @@ def _decode(fh: BinaryIO, label: str, max_pixels: int) -> Image.Image:
         ) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise _unreadable(label, exc) from exc
+
+
+def _draft(im: Image.Image) -> None:
+    """Have a JPEG larger than ``DRAFT_PIXELS`` decode reduced (see ``DRAFT_PIXELS``)."""
+    width, height = im.size
+    if im.format == "JPEG" and width * height > DRAFT_PIXELS:
+        scale = (DRAFT_PIXELS / (width * height)) ** 0.5
+        im.draft(im.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
 
 
 def _unreadable(label: str, exc: BaseException) -> ImageError:
@@ -313,6 +344,15 @@ def save_format(path: str | os.PathLike) -> str:
             f"cannot save image '{path.name}': unsupported file extension {path.suffix or '(none)'!r} "
             f"(use one of {', '.join(_SAVE_FORMATS)})"
         )
+    return fmt
+
+
+def check_destination(path: str | os.PathLike) -> str:
+    """``save_format(path)``, and :class:`ImageError` if ``path`` is an existing folder: check an output path with
+    it before any long computation."""
+    fmt = save_format(path)
+    if Path(path).is_dir():
+        raise ImageError(f"cannot save image '{Path(path).name}': it is an existing folder, not a file")
     return fmt
 
 

@@ -39,6 +39,10 @@ BOUNDS: dict[str, Bound] = {
 """Step counts have no bound here: each model refuses more steps than its DDIM grid has, naming its own
 maximum (``diffusion.ddim.max_steps``)."""
 
+MAX_TEXT_CHARS = 20_000
+"""Longest prompt or guidance text accepted, in characters. CLIP reads 77 tokens; the tokenizer's time and
+memory grow with the whole text (about 100 MB per MB), so longer text is refused before it is tokenized."""
+
 
 def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a number (not a bool or a string) with ``low (<|<=) value <= high``."""
@@ -68,4 +72,21 @@ def check(name: str, value: object, label: str | None = None) -> float | int:
     if bound.whole:
         return check_int(label, value, int(bound.low), None if bound.high is None else int(bound.high))
     check_range(label, value, bound.low, bound.high, low_open=bound.low_open)
+    return value
+
+
+def check_text(name: str, value: object) -> str | None:
+    """``value`` if it is ``None`` or text of at most ``MAX_TEXT_CHARS`` characters that is valid Unicode (no lone
+    surrogate, which is how Python passes an undecodable byte of the command line); ``ValueError`` naming it."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError(f"{name} is too long: {len(value)} characters, the limit is {MAX_TEXT_CHARS}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name} is not valid text: character {e.start} is an undecodable byte or a lone "
+                         "surrogate") from None
     return value

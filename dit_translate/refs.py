@@ -12,6 +12,20 @@ from pathlib import Path
 
 LOCAL_DIR = "local-dir:"
 """The prefix open_clip and timm use for a model in a local folder."""
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as messages and the app show it: relative to the project folder when inside it
+    (``assets/tiny/sd``), ``~/...`` inside the home folder, else unchanged, so that neither discloses the
+    server's folder layout."""
+    path = Path(path)
+    for base, prefix in ((PROJECT_ROOT, ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.resolve().relative_to(base.resolve()))
+        except (ValueError, OSError, RuntimeError):
+            continue
+    return str(path)
 
 
 def is_local_ref(ref: str) -> bool:

@@ -67,12 +67,19 @@ class Loaded:
 
 
 class ModelStore:
-    """Keeps at most one loaded preset per process; switching presets frees the previous one."""
+    """Keeps at most one loaded preset per process; switching presets frees the previous one.
+
+    A switch first resolves (and, online, downloads) and checks the new weights, and frees the loaded model only
+    once they are usable: a request for a preset that fails leaves the loaded one in place. ``_lock`` guards the
+    cache and is never held while resolving, downloading or loading; ``_loading`` lets one load run at a time
+    while requests for models already in memory are served at once.
+    """
 
     def __init__(self, device: str | None = None, dtype: str | None = None) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
         self._current: tuple[tuple[str, str], Loaded] | None = None
         self._guidance: tuple[tuple[str, GuidanceSpec | None], Guidance] | None = None
         self._paired: tuple[tuple[str, str], LoadedPaired] | None = None
@@ -86,23 +93,40 @@ class ModelStore:
         if model:
             p = p.with_model(model)
         key = (p.name, p.model)
-        with self._lock:
-            if self._current is not None and self._current[0] == key:
-                return self._current[1]
-            self._free()
-            folder, untrained = resolve_folder(p)
+        cached = self._cached("_current", key)
+        if cached is not None:
+            return cached
+        with self._loading:
+            cached = self._cached("_current", key)
+            if cached is not None:
+                return cached
+            folder, untrained = resolve_folder(p)  # may download: the loaded model stays until this succeeded
             unsafe = without_safetensors(folder)
             if unsafe:
                 raise MissingWeightsError(
                     f"preset {p.name!r}: {folder} has no safetensors weights in {', '.join(unsafe)}; pickled "
                     "weights (.bin, .ckpt, .pt) are never loaded: convert them to safetensors"
                 )
+            self._evict("_current")
             with naming_bad_weights(f"preset {p.name!r}", folder):
                 models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
                                                               name=p.name)
             loaded = Loaded(p, models, folder, untrained)
-            self._current = (key, loaded)
+            with self._lock:
+                self._current = (key, loaded)
             return loaded
+
+    def _cached(self, slot: str, key: tuple) -> Loaded | LoadedPaired | None:
+        """The entry in ``slot`` if it was loaded for ``key``."""
+        with self._lock:
+            entry = getattr(self, slot)
+            return entry[1] if entry is not None and entry[0] == key else None
+
+    def _evict(self, slot: str) -> None:
+        """Free what ``slot`` holds (to make room for the model about to load)."""
+        with self._lock:
+            setattr(self, slot, None)
+        free_memory()
 
     def guidance(self, preset: str | Preset) -> Guidance:
         """The guidance models (CLIP/DINO) of ``preset``'s ``[guidance]`` table; each loads on first use.
@@ -127,15 +151,20 @@ class ModelStore:
             if p.paired is None:
                 raise ValueError(f"preset {p.name!r} is a {p.kind!r} preset, not a paired-translation (dit) preset")
         key = ("checkpoint", str(Path(checkpoint).resolve())) if p is None else (p.name, p.model)
-        with self._lock:
-            if self._paired is not None and self._paired[0] == key:
-                return self._paired[1]
-            self._paired = None
-            free_memory()
+        cached = self._cached("_paired", key)
+        if cached is not None:
+            return cached
+        with self._loading:
+            cached = self._cached("_paired", key)
+            if cached is not None:
+                return cached
             folder, untrained = (Path(key[1]), False) if p is None else resolve_paired_folder(p)
+            self._evict("_paired")
             models = load_paired(folder, self.device, self.dtype)  # names a damaged weights file itself
-            self._paired = (key, LoadedPaired(p, models, folder, untrained or models.untrained))
-            return self._paired[1]
+            loaded = LoadedPaired(p, models, folder, untrained or models.untrained)
+            with self._lock:
+                self._paired = (key, loaded)
+            return loaded
 
     def loaded(self) -> dict[str, str]:
         """What is in memory now: ``{"editing": preset, "guidance": preset, "paired": preset or folder}``."""
@@ -149,10 +178,6 @@ class ModelStore:
                 kind, name = self._paired[0]
                 out["paired"] = name if kind == "checkpoint" else kind
             return out
-
-    def _free(self) -> None:
-        self._current = None
-        free_memory()
 
 
 _default: ModelStore | None = None

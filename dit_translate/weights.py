@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 
 from dit_translate.errors import CorruptWeightsError, MissingWeightsError
 from dit_translate.presets import Preset
+from dit_translate.refs import shown_path
 from dit_translate.runtime import hub_offline, is_out_of_memory
 from dit_translate.untrained import untrained_sd_folder
 
@@ -78,7 +79,7 @@ def naming_bad_weights(what: str, folder: str | Path) -> Iterator[None]:
             detail = f"the weights file {bad[0]} is truncated or corrupt ({bad[1]})"
         else:
             detail = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
-        raise CorruptWeightsError(f"cannot load {what} from {folder}: {detail}; restore or re-download it") from e
+        raise CorruptWeightsError(f"cannot load {what} from {shown_path(folder)}: {detail}; restore or re-download it") from e
 
 
 def is_model_folder(path: Path) -> bool:
@@ -117,10 +118,10 @@ def model_availability(preset: Preset) -> Availability:
     if preset.is_local:
         path = Path(preset.model)
         if is_model_folder(path):
-            return Availability(True, f"local folder {path}")
+            return Availability(True, f"local folder {shown_path(path)}")
         if preset.fallback:
-            return Availability(True, f"UNTRAINED random weights (trained weights missing at {path})", untrained=True)
-        return Availability(False, f"missing local folder {path}")
+            return Availability(True, f"UNTRAINED random weights (trained weights missing at {shown_path(path)})", untrained=True)
+        return Availability(False, f"missing local folder {shown_path(path)}")
     if cached_snapshot(preset) is not None:
         return Availability(True, f"in the Hugging Face cache ({preset.model})")
     if hub_offline():
@@ -137,7 +138,7 @@ def resolve_folder(preset: Preset) -> tuple[Path, bool]:
         if preset.fallback == "random-sd":
             return untrained_sd_folder(), True
         raise MissingWeightsError(
-            f"preset {preset.name!r}: model folder {path} does not exist or holds no model "
+            f"preset {preset.name!r}: model folder {shown_path(path)} does not exist or holds no model "
             f"(no model_index.json/config.json); check the preset's 'model' field or pass --model"
         )
     cached = cached_snapshot(preset)

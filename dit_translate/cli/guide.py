@@ -27,10 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dit_translate import api
-    from dit_translate.images import save_format, save_image, to_pil
+    from dit_translate.images import check_destination, save_image, to_pil
     from dit_translate.store import default_store
 
-    save_format(args.out)  # an unwritable format fails before the work, not after
+    check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     request = api.GuideRequest(text=args.text, source_text=args.source_text, style_image=args.style_image,
                                steps=args.steps, seed=args.seed)
     store = default_store()

@@ -37,7 +37,7 @@ from dit_translate.paired.dit import PairedDiT
 from dit_translate.paired.pix2pix import UNetGenerator
 from dit_translate.paired.sampling import make_noise_scheduler
 from dit_translate.presets import Preset
-from dit_translate.refs import is_local_ref
+from dit_translate.refs import is_local_ref, shown_path
 from dit_translate.untrained import built_once, untrained_sd_folder
 from dit_translate.weights import Availability, naming_bad_weights
 
@@ -148,7 +148,7 @@ def _load_net(cls: type[torch.nn.Module], folder: Path, dtype: torch.dtype) -> t
     """The network of a checkpoint folder, from safetensors only (``CheckpointError`` otherwise); damaged
     weights are a ``CorruptWeightsError`` naming the file."""
     if not any((folder / MODEL_DIR).glob("*.safetensors")):
-        raise CheckpointError(f"checkpoint {folder}: {MODEL_DIR}/ holds no safetensors weights; pickled weights "
+        raise CheckpointError(f"checkpoint {shown_path(folder)}: {MODEL_DIR}/ holds no safetensors weights; pickled weights "
                               "(.bin, .ckpt, .pt) are never loaded")
     with naming_bad_weights("the paired checkpoint", folder):  # a truncated or corrupt weights file
         return cls.from_pretrained(folder / MODEL_DIR, torch_dtype=dtype, use_safetensors=True)
@@ -185,10 +185,10 @@ def paired_availability(preset: Preset) -> Availability:
     """Can a paired preset's checkpoint load right now?"""
     path = Path(preset.model)
     if is_paired_checkpoint(path):
-        return Availability(True, f"checkpoint folder {path}")
+        return Availability(True, f"checkpoint folder {shown_path(path)}")
     if preset.fallback == "random-dit":
-        return Availability(True, f"UNTRAINED random DiT (no trained checkpoint at {path})", untrained=True)
-    return Availability(False, f"no trained checkpoint at {path}")
+        return Availability(True, f"UNTRAINED random DiT (no trained checkpoint at {shown_path(path)})", untrained=True)
+    return Availability(False, f"no trained checkpoint at {shown_path(path)}")
 
 
 def resolve_paired_folder(preset: Preset) -> tuple[Path, bool]:
@@ -199,8 +199,8 @@ def resolve_paired_folder(preset: Preset) -> tuple[Path, bool]:
     if preset.fallback == "random-dit":
         return build_untrained(preset), True
     raise MissingWeightsError(
-        f"preset {preset.name!r}: no trained checkpoint at {path} (no paired.json); train one with "
-        f"`python -m dit_translate train --config {preset.source} --data DIR --out {path}` or pass --checkpoint"
+        f"preset {preset.name!r}: no trained checkpoint at {shown_path(path)} (no paired.json); train one with "
+        f"`python -m dit_translate train --config {shown_path(preset.source)} --data DIR --out {shown_path(path)}` or pass --checkpoint"
     )
 
 
