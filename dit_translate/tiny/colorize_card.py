@@ -91,6 +91,15 @@ def write_colorize_card(folder: str | Path, run: str | Path, extra: str | Path |
     m = scores["mean"]
     n_train = len(json.loads((run.parent / "colorize-photos" / "photos.json").read_text())["photos"]) \
         if (run.parent / "colorize-photos" / "photos.json").is_file() else "?"
+    wins = sum(r["ciede2000"] < r["grey_ciede2000"] for r in scores["photos"].values())
+    if m["ciede2000"] < m["grey_ciede2000"]:
+        verdict = (f"**Bar met**: closer to the true colours than the grey photo on average (CIEDE2000), and on "
+                   f"{wins} of {scores['n']} photos.")
+    else:
+        verdict = (f"**Bar not met**: it adds colour, but on average it is *farther* from the true colours than "
+                   f"the grey photo (CIEDE2000); it is closer on {wins} of {scores['n']} photos. Its chroma is "
+                   "speckled where texture is strong (the GAN term) and wrong where brightness does not tell the "
+                   "colour (the coffee cup comes out blue-grey, not red).")
     card = f"""---
 license: cc0-1.0
 tags: [pix2pix, colorization, image-to-image, toy, tiny]
@@ -119,7 +128,9 @@ last L1 on ab/110 {float(last.get("l1", "nan")):.4f}. Curve: `loss_curve.png`.
 | | CIEDE2000 to the true colours (lower is better) | colourfulness (truth {m["truth_colourfulness"]:.1f}) | ab-PSNR dB |
 |---|---|---|---|
 | grey photo (the baseline) | {m["grey_ciede2000"]:.2f} | 0.0 | {m["grey_ab_psnr"]:.2f} |
-| this colouriser | **{m["ciede2000"]:.2f}** | {m["colourfulness"]:.1f} | {m["ab_psnr"]:.2f} |
+| this colouriser | {m["ciede2000"]:.2f} | {m["colourfulness"]:.1f} | {m["ab_psnr"]:.2f} |
+
+{verdict}
 
 Max |L_out - L_in| over the held-out photos: {m["luma_error_max"]:.1e} (float; an 8-bit PNG adds up to 0.3).
 {scores["seconds_per_image"]:.2f} s per image on the CPU, 1 network evaluation, working size
