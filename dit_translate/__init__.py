@@ -3,11 +3,13 @@
 The public API, imported on first use (so ``python -m dit_translate presets`` and reading a preset load
 no model code):
 
-- from an image file to a result: ``api.edit``, ``api.guide``, ``api.translate`` (``dit_translate.api``);
+- from an image file to a result: ``api.edit``, ``api.guide``, ``api.translate``, ``api.colorize``
+  (``dit_translate.api``);
 - the methods on tensors, (1, 3, H, W) in [-1, 1]: ``sdedit``, ``correct``, ``pnp``, ``agg``, and the
   paired ``translate``; each returns a ``TranslationResult``;
 - models: ``ModelStore`` / ``default_store`` (loaded by preset), ``DiffusionModels`` (a loaded bundle),
   ``load_preset``;
+- colour: ``recombine`` (the luma-locked L/ab recombination every colouriser uses, ``dit_translate.colour``);
 - the feature seam: ``FeatureSet``, ``record_features``, ``inject_features``.
 """
 
@@ -28,6 +30,7 @@ _EXPORTS = {
     "agg": "dit_translate.methods.agg",
     "translate": "dit_translate.paired.sampling",
     "load_preset": "dit_translate.presets",
+    "recombine": "dit_translate.colour",
     "ModelStore": "dit_translate.store",
     "default_store": "dit_translate.store",
 }

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
-from dit_translate import images, metrics, sizes
+from dit_translate import colour, images, metrics, sizes
 from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError
 from dit_translate.knobs import check, check_text
 from dit_translate.methods import losses
@@ -356,3 +356,89 @@ def clip_scores(
         direction = tuple(metrics.clip_direction_score(batch, source.float().to(clip.device), text, source_text, clip))
     return ClipScores(clip.name, clip.name in guidance.untrained, tuple(metrics.clip_text_score(batch, text, clip)),
                       direction)
+
+
+COLORIZE_METHODS = ("pix2pix", "controlnet", "desaturation")
+COLORIZE_NOT_BUILT = ("controlnet", "desaturation")
+"""Colourisation methods of issue 18 that are planned but not implemented yet (refused, never faked)."""
+
+
+def colorize(
+    image: images.ImageSource | Image.Image,
+    *,
+    method: str = "pix2pix",
+    preset: str = "tiny-colorize",
+    checkpoint: str | None = None,
+    colorfulness: float = 1.0,
+    size: int | None = None,
+    space: str = "lab",
+    seed: int = 0,
+    store: ModelStore | None = None,
+) -> TranslationResult:
+    """Colourise ``image``; the result has the input's full size and exactly its luminance.
+
+    A colour input is desaturated first (``colour.to_grey``) and the result is also scored against it.
+    The model reads the L channel at the working size ``size`` (longer side; default: the preset's
+    ``[defaults] size``); its ab is upsampled to the input's size, scaled by ``colorfulness`` and recombined
+    with the input's full-size L (``colour.recombine``, ``space`` "lab" or "yuv"). Metrics
+    (``metrics.colour_metrics``): colourfulness, and with known true colours CIEDE2000, ab-PSNR and the
+    colourfulness gap, each with the grey photo's own value as ``grey_*``; ``luma_error`` is the measured
+    max |L_out - L_in| of the float result (the lock; 8-bit saving adds up to ~0.3 L units).
+    ``seed`` is accepted for the sampling methods; pix2pix is deterministic.
+    """
+    if method not in COLORIZE_METHODS:
+        raise ValueError(f"unknown colourisation method {method!r}; choose one of {', '.join(COLORIZE_METHODS)}")
+    if method in COLORIZE_NOT_BUILT:
+        raise ValueError(f"colourisation method {method!r} is not built yet (issue 18); use --method pix2pix")
+    if space not in colour.SPACES:
+        raise ValueError(f"unknown colour space {space!r}; choose one of {', '.join(colour.SPACES)}")
+    colorfulness = float(check("colorfulness", colorfulness))
+    size = None if size is None else check("size", size)
+    check("seed", seed)
+    img = images.load_image(image)  # a bad image fails before any model is loaded
+    what = f"colourisation with {f'checkpoint {checkpoint}' if checkpoint else f'preset {preset!r}'}"
+    return _within_memory(what, lambda: _colorize(img, (store or default_store()).get_paired(preset, checkpoint),
+                                                  colorfulness=colorfulness, size=size, space=space, seed=seed))
+
+
+def _colorize(img: Image.Image, loaded: LoadedPaired, *, colorfulness: float, size: int | None, space: str,
+              seed: int) -> TranslationResult:
+    import numpy as np
+
+    from dit_translate.methods.common import timed
+    from dit_translate.paired.pix2pix import colorize_ab
+
+    models = loaded.models
+    if models.kind != "pix2pix" or not models.net.is_colorizer:
+        raise ValueError(f"checkpoint {models.name!r} is not a colouriser (a pix2pix L -> ab model trained on "
+                         "the 'colorization' data layout, e.g. preset tiny-colorize)")
+    original = np.asarray(img.convert("RGB"))
+    truth = None if colour.is_grey(original) else original
+    grey = colour.to_grey(original)
+    side = size or models.working_size
+    w, h = img.size
+    scale = side / max(w, h)
+    small = sizes.resize_to(img, (max(1, round(w * scale)), max(1, round(h * scale))))
+    with timed() as elapsed:  # pix2pix patches nothing: no lock needed
+        L = colour.luminance(np.asarray(small))
+        chroma = colorize_ab(models.net, L)
+        if space == "yuv":  # the ldm demos' Y swap: UV of the model's own colour image, Y of the input
+            rgb, _ = colour.gamut_map(np.concatenate([L[..., None], chroma], axis=-1))
+            chroma = colour.chroma(rgb, "yuv")
+        out = colour.recombine(original, chroma, colorfulness, space=space)
+        seconds = elapsed()
+    result = TranslationResult(
+        method="pix2pix", image=_to_tensor01(out), seconds=seconds, nfe=1,
+        metrics={**metrics.colour_metrics(out, truth, grey),
+                 "luma_error": colour.lab_lock_error(original, out, space)},
+        extras={"preset": models.name, "untrained": loaded.untrained, "colorfulness": colorfulness,
+                "space": space, "working_size": [small.width, small.height], "seed": seed,
+                "input_was_colour": truth is not None, "trained_steps": models.step,
+                "grey": _to_tensor01(grey)},
+    )
+    return result
+
+
+def _to_tensor01(rgb) -> torch.Tensor:
+    """H x W x 3 float RGB in [0, 1] -> (1, 3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() * 2 - 1

@@ -35,6 +35,8 @@ BOUNDS: dict[str, Bound] = {
     "eta": Bound(0.0, 1.0),
     "tau_attn": Bound(0.0, 1.0),
     "tau_feat": Bound(0.0, 1.0),
+    "colorfulness": Bound(0.0, 4.0),
+    "size": Bound(16, 4096, whole=True),
 }
 """Step counts have no bound here: each model refuses more steps than its DDIM grid has, naming its own
 maximum (``diffusion.ddim.max_steps``)."""

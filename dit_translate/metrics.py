@@ -150,3 +150,73 @@ def fid_kid(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, seed:
     finally:
         np.random.set_state(state)
     return {"fid": float(fid), "kid": float(kid)}
+
+
+# ---- colourisation metrics (RGB numpy arrays H x W x 3, uint8 or float in [0, 1]) -----------------
+# After a luma swap, grey-SSIM and L-PSNR are perfect by construction: they say nothing about colour
+# and are never reported as colourisation quality.
+
+AB_PEAK = 220.0
+"""Peak-to-peak range of CIELAB a/b used by ``ab_psnr`` ([-110, 110], the pix2pix colouriser's scale)."""
+
+
+def _rgb01(image) -> np.ndarray:
+    from dit_translate.colour import as_float_rgb
+
+    if isinstance(image, torch.Tensor):
+        x = image.detach().float().cpu()
+        x = x[0] if x.dim() == 4 else x
+        image = (x.clamp(-1, 1) / 2 + 0.5).permute(1, 2, 0).numpy()
+    return as_float_rgb(image)
+
+
+def _same_size(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{what} needs images of one size, got {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}")
+
+
+def ciede2000(pred, truth) -> float:
+    """Mean CIEDE2000 colour difference (``skimage.color.deltaE_ciede2000``) of two same-size RGB images."""
+    from dit_translate.colour import rgb_to_lab
+    from skimage.color import deltaE_ciede2000
+
+    a, b = _rgb01(pred), _rgb01(truth)
+    _same_size(a, b, "CIEDE2000")
+    return float(deltaE_ciede2000(rgb_to_lab(a), rgb_to_lab(b)).mean())
+
+
+def colourfulness(image) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness on 0..255 RGB: ``sqrt(std_rg^2 + std_yb^2) + 0.3 *
+    sqrt(mean_rg^2 + mean_yb^2)``, ``rg = R - G``, ``yb = (R + G) / 2 - B``; 0 for a grey image."""
+    x = _rgb01(image) * 255.0
+    rg = x[..., 0] - x[..., 1]
+    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def ab_psnr(pred, truth) -> float:
+    """PSNR in dB of the CIELAB a/b channels of two same-size RGB images, peak ``AB_PEAK`` (inf when equal)."""
+    from dit_translate.colour import chroma
+
+    a, b = _rgb01(pred), _rgb01(truth)
+    _same_size(a, b, "ab-PSNR")
+    mse = float(((chroma(a) - chroma(b)) ** 2).mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(AB_PEAK**2 / mse))
+
+
+def colour_metrics(output, truth=None, grey=None) -> dict[str, float]:
+    """The colourisation numbers of ``output``: its colourfulness, and with the true colours ``truth`` its
+    CIEDE2000, ab-PSNR and colourfulness gap to the truth; with ``grey`` (the desaturated input) the same
+    numbers for the grey photo itself, as ``grey_*`` (the baseline a colouriser must beat)."""
+    out: dict[str, float] = {"colourfulness": colourfulness(output)}
+    if truth is not None:
+        out["truth_colourfulness"] = colourfulness(truth)
+        out["ciede2000"] = ciede2000(output, truth)
+        out["ab_psnr"] = ab_psnr(output, truth)
+        out["colourfulness_gap"] = out["colourfulness"] - out["truth_colourfulness"]
+    if grey is not None:
+        out["grey_colourfulness"] = colourfulness(grey)
+        if truth is not None:
+            out["grey_ciede2000"] = ciede2000(grey, truth)
+            out["grey_ab_psnr"] = ab_psnr(grey, truth)
+    return out

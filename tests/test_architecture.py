@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "dit_translate"
-FOUNDATION = ("errors", "refs", "knobs", "runtime", "files", "tokenizer", "diffusion.spec", "paired.config", "presets",
+FOUNDATION = ("errors", "refs", "knobs", "runtime", "files", "tokenizer", "diffusion.spec", "paired.config", "presets", "colour",
               "images", "sizes", "training", "encoders", "untrained", "weights", "guidance", "metrics")
 LAYERS = (FOUNDATION, ("diffusion",), ("methods",), ("paired",), ("store", "api", "about"), ("cli", "__main__"))
 

@@ -12,7 +12,8 @@ from dit_translate.store import availability
 def test_shipped_paired_presets_keep_the_paper_configuration_apart():
     assert {p.name for p in list_presets()} >= {"tiny", "sd15"}
     assert not {"tiny-dit", "face2comics", "edges2shoes"} & {p.name for p in list_presets()}  # editing dropdown
-    assert {p.name for p in list_presets(PAIRED_KINDS)} == {"tiny-dit", "face2comics", "edges2shoes"}
+    assert {p.name for p in list_presets(PAIRED_KINDS)} == {"tiny-dit", "face2comics", "edges2shoes", "tiny-colorize"}
+    assert load_preset("tiny-colorize").paired.data.layout == "colorization"  # the pix2pix colouriser (issue 18)
     for name in ("face2comics", "edges2shoes"):
         p = load_preset(name)
         spec = p.paired

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from dit_translate.cli import bench, edit, guide, paired, presets
+from dit_translate.cli import bench, colorize, edit, guide, paired, presets
 from dit_translate.cli.common import USER_ERRORS, Parser, quiet_libraries
 
-COMMANDS = (presets, edit, guide, paired, bench)
+COMMANDS = (presets, edit, guide, paired, colorize, bench)
 
 
 def build_parser() -> Parser:

@@ -6,7 +6,7 @@ field has a default, so a table lists only what it changes::
     [dit]        architecture: size (tiny/S/B/L/XL), patch (2/4/8), source_concat, cond_dropout
     [pix2pix]    the GAN baseline: ngf, ndf, n_layers_d, l1_weight, lr, beta1
     [encoders]   vae ("" = pixel space), clip, lpips_net, lpips_backbone
-    [data]       layout (ab/folders), a_dir, b_dir, direction, load_size, flip, val_fraction
+    [data]       layout (ab/folders/colorization), a_dir, b_dir, direction, load_size, flip, val_fraction
     [diffusion]  num_train_timesteps, beta_schedule, beta_start, beta_end, prediction_type
     [train]      model (dit/pix2pix), steps, batch_size, lr, EMA, loss weights, intervals, ...
 
@@ -83,7 +83,10 @@ class EncoderSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How a data folder pairs images. ``load_size`` 0 means the preset's ``size`` (no random crop)."""
+    """How a data folder pairs images. ``load_size`` 0 means the preset's ``size`` (no random crop).
+
+    ``layout = "colorization"``: any folder of colour photos, each its own pair (its grey version -> itself);
+    a pix2pix model trained on it is the L -> ab colouriser (``paired/pix2pix.py``)."""
 
     layout: str = "ab"
     a_dir: str = "A"
@@ -158,7 +161,7 @@ _CHOICES: dict[str, tuple] = {
     "dit.size": tuple(DIT_SIZES),
     "dit.patch": PATCH_SIZES,
     "encoders.lpips_net": ("alex", "vgg"),
-    "data.layout": ("ab", "folders"),
+    "data.layout": ("ab", "folders", "colorization"),
     "data.direction": ("AtoB", "BtoA"),
     "diffusion.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
     "diffusion.prediction_type": PREDICTION_TYPES,

@@ -4,6 +4,10 @@ Layouts (``[data] layout``):
 
 * ``ab``: every image holds A on the left half and B on the right half (pix2pix's aligned datasets).
 * ``folders``: ``<a_dir>/NAME`` pairs with ``<b_dir>/NAME`` (extensions may differ), e.g. face2comics.
+* ``colorization``: any folder of colour photos; each photo is its own pair: the source is its grey
+  version (CIELAB L kept, a = b = 0; ``colour.to_grey``), the target the photo. Items also carry
+  "lab": (3, S, S) network channels of the target (L / 50 - 1, a / 110, b / 110; ``colour.lab_channels``)
+  for the L -> ab colouriser. Grey photos teach a colouriser grey: leave them out of such a folder.
 
 Splits: a folder with ``train/`` and ``val/`` (or ``test/``) subfolders uses them; otherwise each pair
 goes to ``val`` when a hash of its name falls under ``val_fraction`` (stable as files are added).
@@ -23,9 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
+from dit_translate.colour import lab_channels, to_grey
 from dit_translate.errors import DataError, ImageError
 from dit_translate.images import load_image, to_tensor
 from dit_translate.paired.config import DataSpec
@@ -59,7 +65,7 @@ def _examples(names: list[str]) -> str:
 
 def find_pairs(folder: Path, spec: DataSpec) -> list[Pair]:
     """All pairs directly in ``folder`` (no split handling); unpaired names are warned about and skipped."""
-    if spec.layout == "ab":
+    if spec.layout in ("ab", "colorization"):
         return [Pair(p.name, p, p) for p in _images(folder)]
     dirs = [folder / spec.a_dir, folder / spec.b_dir]
     for d in dirs:
@@ -98,8 +104,8 @@ def split_pairs(folder: str | Path, spec: DataSpec, split: str) -> list[Pair]:
             pairs = [p for p in pairs if _in_val(p.name, spec.val_fraction) == (split == "val")]
     if not pairs:
         where = f"{folder} ({split} split)" if split != "all" else str(folder)
-        expected = ("images with A|B side by side" if spec.layout == "ab"
-                    else f"matching names in '{spec.a_dir}/' and '{spec.b_dir}/'")
+        expected = {"ab": "images with A|B side by side", "colorization": "colour photos"}.get(
+            spec.layout, f"matching names in '{spec.a_dir}/' and '{spec.b_dir}/'")
         raise DataError(f"no image pairs found in {where}: expected {expected} "
                         f"({', '.join(IMAGE_SUFFIXES)})")
     return pairs
@@ -113,12 +119,28 @@ def load_pair(pair: Pair, spec: DataSpec) -> tuple[Image.Image, Image.Image]:
             raise ImageError(f"cannot split '{pair.a.name}' into A|B halves: its width {a.width} is odd")
         half = a.width // 2
         a, b = a.crop((0, 0, half, a.height)), a.crop((half, 0, a.width, a.height))
+    elif spec.layout == "colorization":
+        return grey_image(a), a
     else:
         b = load_image(pair.b)
         if a.size != b.size:
             raise ImageError(f"pair '{pair.name}': '{pair.a.name}' is {a.width}x{a.height} but "
                              f"'{pair.b.name}' is {b.width}x{b.height} (a pair must be pixel-aligned)")
     return (a, b) if spec.direction == "AtoB" else (b, a)
+
+
+def grey_image(image: Image.Image) -> Image.Image:
+    """The grey version of an RGB image: same CIELAB L, no chroma (8-bit)."""
+    grey = to_grey(np.asarray(image.convert("RGB")))
+    return Image.fromarray((grey * 255.0).round().astype(np.uint8))
+
+
+def with_lab(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``colorization`` item: "source" the grey version of the (cropped) target, plus "lab": the
+    colouriser's (3, S, S) channels of the target (see the module docstring)."""
+    rgb = (item["target"].permute(1, 2, 0).double().numpy() + 1.0) / 2.0
+    grey = torch.from_numpy(to_grey(rgb)).permute(2, 0, 1).float() * 2 - 1
+    return {**item, "source": grey, "lab": torch.from_numpy(lab_channels(rgb))}
 
 
 def joint_transform(source: Image.Image, target: Image.Image, size: int, load_size: int,
@@ -161,6 +183,14 @@ class PairedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _load(self, pair: Pair) -> tuple[Image.Image, Image.Image]:
+        """``load_pair``, except that a ``colorization`` pair's grey source is made after the crop
+        (``with_lab``), from the cropped photo itself."""
+        if self.spec.layout == "colorization":
+            photo = load_image(pair.a)
+            return photo, photo
+        return load_pair(pair, self.spec)
+
     @property
     def load_size(self) -> int:
         """The side both images are resized to before the ``size`` crop (``[data] load_size``, else ``size``)."""
@@ -175,10 +205,11 @@ class PairedDataset(torch.utils.data.Dataset):
         """Pair ``index`` centrally cropped and not flipped (``joint_transform`` without ``rng``), or
         ``None`` if it cannot be read (``__getitem__`` then serves the next pair in its place)."""
         try:
-            source, target = load_pair(self.pairs[index], self.spec)
+            source, target = self._load(self.pairs[index])
         except ImageError:
             return None
-        return joint_transform(source, target, self.size, self.load_size)
+        item = joint_transform(source, target, self.size, self.load_size)
+        return with_lab(item) if self.spec.layout == "colorization" else item
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, seed = item if isinstance(item, tuple) else (item, 0)
@@ -187,13 +218,15 @@ class PairedDataset(torch.utils.data.Dataset):
             if i in self._bad:
                 continue
             try:
-                source, target = load_pair(self.pairs[i], self.spec)
+                source, target = self._load(self.pairs[i])
             except ImageError as e:
                 self._bad.add(i)
                 log.warning("skipping pair %r: %s", self.pairs[i].name, e)
                 continue
             rng = random.Random(seed) if self.augment else None
             item = joint_transform(source, target, self.size, self.load_size, rng, self.spec.flip)
+            if self.spec.layout == "colorization":
+                item = with_lab(item)
             return {**item, "index": torch.tensor(i)}
         raise DataError(f"none of the {len(self.pairs)} pairs could be read (see the warnings above)")
 

@@ -4,12 +4,17 @@ a conditional GAN loss plus 100 x L1, Adam lr 2e-4, beta1 0.5.
 Written from the paper's description. One deliberate difference: instance norm instead of batch norm,
 which is what pix2pix's batch-size-1 training amounts to, but independent of the batch size.
 Images are (B, 3, H, W) in [-1, 1]; the generator needs H and W divisible by ``2 ** num_downs``.
+
+The colouriser (``ColorizationRecipe``, data layout ``colorization``) is the same generator and critic on
+CIELAB channels, as in the pix2pix repository's colourisation model: 1 channel in (L / 50 - 1), 2 out
+(ab / 110), the critic on (L, ab); ``colorize_ab`` runs it, ``colour.recombine`` makes the image.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -17,6 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from dit_translate.colour import luminance, recombine, scale_l, unscale_ab
 from dit_translate.paired.config import Pix2PixSpec, TrainSpec
 from dit_translate.paired.recipe import Batch, Recipe
 
@@ -52,9 +58,15 @@ class UNetGenerator(ModelMixin, ConfigMixin):
         self.last = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * widths[0], out_channels, 4, 2, 1), nn.Tanh())
 
     @classmethod
-    def for_size(cls, image_size: int, ngf: int = 64) -> UNetGenerator:
+    def for_size(cls, image_size: int, ngf: int = 64, in_channels: int = 3, out_channels: int = 3) -> UNetGenerator:
         """A generator whose bottleneck is 1x1 at ``image_size`` (8 levels at 256 px), at least 2 levels."""
-        return cls(num_downs=max(2, int(math.log2(image_size))), ngf=ngf)
+        return cls(num_downs=max(2, int(math.log2(image_size))), ngf=ngf, in_channels=in_channels,
+                   out_channels=out_channels)
+
+    @property
+    def is_colorizer(self) -> bool:
+        """Whether this is the L -> ab colouriser (1 channel in, 2 out)."""
+        return self.config.in_channels == 1 and self.config.out_channels == 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.first(x)]
@@ -107,11 +119,13 @@ class Pix2PixRecipe(Recipe):
     """One pix2pix step: the discriminator on real and generated pairs, then the generator on
     GAN + ``l1_weight`` * L1, each with its own Adam (lr, beta1 from ``[pix2pix]``)."""
 
+    in_channels, out_channels = 3, 3
+
     def __init__(self, accelerator: Accelerator, train: TrainSpec, spec: Pix2PixSpec, image_size: int) -> None:
         super().__init__(accelerator, train)
         self.spec = spec
-        generator = UNetGenerator.for_size(image_size, spec.ngf)
-        critic = PatchDiscriminator(ndf=spec.ndf, n_layers=spec.n_layers_d)
+        generator = UNetGenerator.for_size(image_size, spec.ngf, self.in_channels, self.out_channels)
+        critic = PatchDiscriminator(self.in_channels + self.out_channels, ndf=spec.ndf, n_layers=spec.n_layers_d)
         _init_normal(generator)
         _init_normal(critic)
         opts = [torch.optim.Adam(m.parameters(), lr=spec.lr, betas=(spec.beta1, 0.999)) for m in (generator, critic)]
@@ -123,6 +137,10 @@ class Pix2PixRecipe(Recipe):
     def net(self) -> UNetGenerator:
         return self.unwrap("generator")
 
+    def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(network input, network target) of a batch: the source and target images."""
+        return batch["source"], batch["target"]
+
     def update(self, batches: list[Batch], generator: torch.Generator) -> dict[str, float]:
         g, d = self.modules["generator"], self.modules["critic"]
         g.train()
@@ -130,16 +148,18 @@ class Pix2PixRecipe(Recipe):
         fakes: dict[int, torch.Tensor] = {}
 
         def critic_loss(batch: Batch) -> dict[str, torch.Tensor]:
-            fake = g(batch["source"])
+            source, target = self.inputs(batch)
+            fake = g(source)
             fakes[id(batch)] = fake
-            loss = 0.5 * (_gan_loss(d(batch["source"], batch["target"]), True)
-                          + _gan_loss(d(batch["source"], fake.detach()), False))
+            loss = 0.5 * (_gan_loss(d(source, target), True)
+                          + _gan_loss(d(source, fake.detach()), False))
             return {"loss": loss}
 
         def generator_loss(batch: Batch) -> dict[str, torch.Tensor]:
+            source, target = self.inputs(batch)
             fake = fakes.pop(id(batch))
-            gan = _gan_loss(d(batch["source"], fake), True)
-            l1 = F.l1_loss(fake, batch["target"])
+            gan = _gan_loss(d(source, fake), True)
+            l1 = F.l1_loss(fake, target)
             return {"loss": gan + self.spec.l1_weight * l1, "gan": gan, "l1": l1}
 
         logs = {"loss_d": self.accumulate("critic", batches, critic_loss)["loss"]}
@@ -154,3 +174,51 @@ class Pix2PixRecipe(Recipe):
         """Generated targets for ``sources`` (eval mode: no dropout, so deterministic)."""
         net = self.net().eval()
         return net(sources).clamp(-1, 1)
+
+
+class ColorizationRecipe(Pix2PixRecipe):
+    """pix2pix as the L -> ab colouriser: the generator maps scaled L to scaled ab, the critic judges
+    (L, ab), the L1 term is on ab (data layout ``colorization``, whose items carry "lab")."""
+
+    in_channels, out_channels = 1, 2
+
+    def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["lab"][:, :1], batch["lab"][:, 1:]
+
+    @torch.no_grad()
+    def sample(self, sources: torch.Tensor, generator: torch.Generator, steps: int) -> torch.Tensor:
+        """Colourised ``sources`` (B, 3, H, W) in [-1, 1] (their L kept): RGB in [-1, 1]."""
+        return colorize_batch(self.net().eval(), sources)
+
+
+def _rgb01(images: torch.Tensor) -> list[np.ndarray]:
+    return [((x.detach().double().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy() for x in images]
+
+
+@torch.no_grad()
+def colorize_ab(net: UNetGenerator, L: np.ndarray) -> np.ndarray:
+    """CIELAB ab (H x W x 2) the colouriser predicts for the CIELAB L channel ``L`` (H x W, 0..100).
+
+    Sides that are not multiples of ``2 ** num_downs`` are padded (reflected where possible) and the
+    padding cropped off the prediction.
+    """
+    p = next(net.parameters())
+    m = 2**net.config.num_downs
+    h, w = L.shape
+    x = torch.from_numpy(scale_l(L)).to(p.device, p.dtype)[None, None]
+    ph, pw = -h % m, -w % m
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    ab = net(x)[0, :, :h, :w].float().clamp(-1, 1)
+    return unscale_ab(ab.permute(1, 2, 0).double().cpu().numpy())
+
+
+def colorize_batch(net: UNetGenerator, sources: torch.Tensor) -> torch.Tensor:
+    """Colourise (B, 3, H, W) images in [-1, 1] (grey or colour: only their L is used) -> RGB in [-1, 1]
+    with each image's L kept (``colour.recombine``)."""
+    out = []
+    for rgb in _rgb01(sources):
+        ab = colorize_ab(net, luminance(rgb))
+        out.append(torch.from_numpy(recombine(rgb, ab)).permute(2, 0, 1).float() * 2 - 1)
+    return torch.stack(out).to(sources.device)

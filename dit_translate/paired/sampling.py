@@ -89,6 +89,10 @@ def translate_batch(models: PairedModels, sources: torch.Tensor, *, steps: int, 
     """Translate (B, 3, H, W) sources in [-1, 1] with either model kind -> (B, 3, H, W) in [-1, 1]."""
     sources = sources.to(models.device)
     if models.kind == "pix2pix":
+        if models.net.is_colorizer:
+            from dit_translate.paired.pix2pix import colorize_batch
+
+            return colorize_batch(models.net, sources)
         with torch.no_grad():
             return models.net(sources.to(next(models.net.parameters()).dtype)).float().clamp(-1, 1)
     return sample_dit(models.net, models.codec, models.clip, models.scheduler, sources, steps=steps,

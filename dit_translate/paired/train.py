@@ -54,7 +54,7 @@ from dit_translate.paired.data import PairedDataset, PairSampler
 from dit_translate.paired.dit import PairedDiT
 from dit_translate.paired.latent_cache import LatentCache
 from dit_translate.paired.loading import load_dit_encoders
-from dit_translate.paired.pix2pix import Pix2PixRecipe, UNetGenerator
+from dit_translate.paired.pix2pix import ColorizationRecipe, Pix2PixRecipe, UNetGenerator
 from dit_translate.paired.recipe import Batch, Recipe
 from dit_translate.paired.sampling import make_noise_scheduler, sample_dit
 from dit_translate.presets import Preset
@@ -204,13 +204,15 @@ def _check_same_run(out: Path, record: dict[str, Any]) -> None:
 
 
 def build_recipe(kind: str, accelerator: Accelerator, preset: Preset) -> Recipe:
-    """The recipe of ``kind`` ("dit" or "pix2pix") for ``preset``; loads and checks its encoders."""
+    """The recipe of ``kind`` ("dit" or "pix2pix") for ``preset``; loads and checks its encoders. pix2pix on
+    the ``colorization`` data layout is the L -> ab colouriser."""
     spec = preset.paired
     if kind == "pix2pix":
         depth = UNetGenerator.for_size(preset.size, 1).config.num_downs
         if preset.size % 2**depth:
             raise ValueError(f"pix2pix needs a size divisible by {2 ** depth}, got {preset.size}")
-        return Pix2PixRecipe(accelerator, spec.train, spec.pix2pix, preset.size)
+        cls = ColorizationRecipe if spec.data.layout == "colorization" else Pix2PixRecipe
+        return cls(accelerator, spec.train, spec.pix2pix, preset.size)
     return DiTRecipe(accelerator, spec, preset)
 
 

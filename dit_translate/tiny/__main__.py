@@ -10,6 +10,9 @@ pairs   writes the tiny DiT's paired data: a pix2pix "AB" folder of photo | comi
         (``train/`` from the training photos, ``test/`` from the held-out ones).
 photos  fetches the manifest's photos (``assets/tiny/data/photos.json``) from Debian packages with
         ``apt-get download``, verifies their sha256 and writes resized copies plus an index to ``--out``.
+        ``colorize``: the pix2pix L -> ab colouriser (``presets/tiny-colorize.toml``) on the colour
+        training photos (``--photos``: the extracted Debian photos' train split, plus scikit-image's),
+        exported to ``--colorize-out`` with its model card.
 export  exports the latest stage-2 checkpoint now (usable mid-training) with its model card.
 """
 
@@ -27,7 +30,7 @@ from dit_translate.tiny.train_dino import DINOTrainConfig
 from dit_translate.tiny.train_sd import SDTrainConfig
 from dit_translate.tiny.train_vae import DECODER_FINETUNE, VAETrainConfig
 
-STAGES = ("vae", "decoder", "sd", "export", "clip", "dit", "dino")
+STAGES = ("vae", "decoder", "sd", "export", "clip", "dit", "dino", "colorize")
 
 
 def _export(work: str, out: str, raw: bool) -> None:
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--dit-out", default="assets/tiny/dit", help="exported DiT checkpoint folder")
     b.add_argument("--dino-steps", type=int, default=DINOTrainConfig.steps)
     b.add_argument("--dino-out", default="assets/tiny/dino", help="exported timm DINO ViT folder")
+    b.add_argument("--colorize-steps", type=int, default=None, help="stop the colouriser run early at this step")
+    b.add_argument("--colorize-out", default="assets/tiny/colorize-pix2pix", help="exported colouriser folder")
+    b.add_argument("--photos", default="/work/tiny-runs/photos",
+                   help="extracted Debian photos (`python -m dit_translate.tiny photos --out DIR`); '' = none")
     b.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
@@ -127,6 +134,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"exported {folder}")
     if "dino" in stages:
         _dino(args.work, args.dino_out, DINOTrainConfig(steps=args.dino_steps))
+    if "colorize" in stages:
+        from dit_translate.tiny import colorize
+
+        run = colorize.build_colorize(args.work, args.photos or None, max_steps=args.colorize_steps)
+        folder = colorize.export_colorize(run, args.colorize_out)
+        colorize.write_card(folder, run)
+        print(f"exported {folder}")
 
 
 if __name__ == "__main__":
