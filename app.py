@@ -27,8 +27,8 @@ import gradio as gr  # noqa: E402
 
 from dit_translate import about, api, images, runtime, sizes  # noqa: E402
 from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError  # noqa: E402
-from dit_translate.knobs import MAX_TEXT_CHARS  # noqa: E402
 from dit_translate.images import ImageError  # noqa: E402
+from dit_translate.knobs import MAX_TEXT_CHARS  # noqa: E402
 from dit_translate.presets import PAIRED_KINDS, PresetError, load_preset  # noqa: E402
 from dit_translate.store import default_store  # noqa: E402
 
@@ -480,10 +480,10 @@ def run_paired(image, preset: str, steps: int, guidance: float, seed: int, progr
 def run_colorize(image, method: str, colorfulness: float, seed: int, progress=gr.Progress()):
     """Colourisation: (grey | colourised slider pair, metrics table with the grey baseline, file, note)."""
     if image is None:
-        raise gr.Error("Upload an image first.")
+        raise refuse("Upload an image first.")
     with user_errors():
         _require(colorfulness=colorfulness, seed=seed)
-        original = images.load_image(image)
+        original = images.load_image(image, max_pixels=MAX_PIXELS)
         result = api.colorize(original, method=method, colorfulness=colorfulness, seed=seed)
     paths = _save_outputs({"grey": images.to_pil(result.extras["grey"]), "colorized": images.to_pil(result.image)})
     m = result.metrics
@@ -591,8 +591,9 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                     c_table = gr.Dataframe(headers=["result", "seconds", "NFE", "colourfulness"], label="Metrics",
                                            interactive=False)
                     c_file = gr.File(label="Download")
+            _name_knobs(colorfulness=c_colorfulness, seed=c_seed)
             c_inputs, c_outputs = [c_image, c_method, c_colorfulness, c_seed], [c_slider, c_table, c_file, c_note]
-            c_run.click(run_colorize, c_inputs, c_outputs, api_name="colorize", concurrency_limit=1, time_limit=300)
+            c_run.click(run_colorize, c_inputs, c_outputs, api_name="colorize", concurrency_limit=1)
             _examples(run_colorize, c_inputs, c_outputs,
                       [{c_image: example_path("coffee.jpg")}, {c_image: example_path("chelsea.jpg")}],
                       [c_image], "colorize_example")

@@ -91,6 +91,7 @@ def test_the_time_limits_are_the_ones_gradio_cannot_enforce(app):
     demo = app.build_demo()
     limits = {fn.api_name: fn.time_limit for fn in demo.fns.values() if fn.api_name in app.TIME_LIMITS}
     assert limits == {"edit": None, "guide": None, "translate": None}
+    assert [fn.api_name for fn in demo.fns.values() if fn.time_limit is not None] == []  # no other tab either
     assert set(app.TIME_LIMITS) == {"edit", "guide", "translate"}
 
 
