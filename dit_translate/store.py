@@ -8,6 +8,7 @@ why they do not load is ``weights``'s business; ``availability(preset)`` says it
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,14 +93,8 @@ class ModelStore:
                              "not with an editing method")
         if model:
             p = p.with_model(model)
-        key = (p.name, p.model)
-        cached = self._cached("_current", key)
-        if cached is not None:
-            return cached
-        with self._loading:
-            cached = self._cached("_current", key)
-            if cached is not None:
-                return cached
+
+        def load() -> Loaded:
             folder, untrained = resolve_folder(p)  # may download: the loaded model stays until this succeeded
             unsafe = without_safetensors(folder)
             if unsafe:
@@ -111,9 +106,23 @@ class ModelStore:
             with naming_bad_weights(f"preset {p.name!r}", folder):
                 models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
                                                               name=p.name)
-            loaded = Loaded(p, models, folder, untrained)
+            return Loaded(p, models, folder, untrained)
+
+        return self._load_once("_current", (p.name, p.model), load)
+
+    def _load_once(self, slot: str, key: tuple, load: Callable[[], Loaded | LoadedPaired]) -> Loaded | LoadedPaired:
+        """The entry in ``slot`` for ``key``, else ``load()`` (one load at a time; the cache lock is free while it
+        resolves, downloads and loads, so models already in memory keep serving), kept in ``slot``."""
+        cached = self._cached(slot, key)
+        if cached is not None:
+            return cached
+        with self._loading:
+            cached = self._cached(slot, key)  # another thread may have loaded it while this one waited
+            if cached is not None:
+                return cached
+            loaded = load()
             with self._lock:
-                self._current = (key, loaded)
+                setattr(self, slot, (key, loaded))
             return loaded
 
     def _cached(self, slot: str, key: tuple) -> Loaded | LoadedPaired | None:
@@ -151,20 +160,14 @@ class ModelStore:
             if p.paired is None:
                 raise ValueError(f"preset {p.name!r} is a {p.kind!r} preset, not a paired-translation (dit) preset")
         key = ("checkpoint", str(Path(checkpoint).resolve())) if p is None else (p.name, p.model)
-        cached = self._cached("_paired", key)
-        if cached is not None:
-            return cached
-        with self._loading:
-            cached = self._cached("_paired", key)
-            if cached is not None:
-                return cached
+
+        def load() -> LoadedPaired:
             folder, untrained = (Path(key[1]), False) if p is None else resolve_paired_folder(p)
             self._evict("_paired")
             models = load_paired(folder, self.device, self.dtype)  # names a damaged weights file itself
-            loaded = LoadedPaired(p, models, folder, untrained or models.untrained)
-            with self._lock:
-                self._paired = (key, loaded)
-            return loaded
+            return LoadedPaired(p, models, folder, untrained or models.untrained)
+
+        return self._load_once("_paired", key, load)
 
     def loaded(self) -> dict[str, str]:
         """What is in memory now: ``{"editing": preset, "guidance": preset, "paired": preset or folder}``."""
