@@ -29,6 +29,8 @@ from dit_translate import about, api, images, runtime, sizes  # noqa: E402
 from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError  # noqa: E402
 from dit_translate.images import ImageError  # noqa: E402
 from dit_translate.knobs import MAX_TEXT_CHARS  # noqa: E402
+from dit_translate.methods.variants import CORRECTION as CORRECTION_VARIANTS  # noqa: E402
+from dit_translate.methods.variants import DEFAULT_CORRECTION  # noqa: E402
 from dit_translate.presets import PAIRED_KINDS, PresetError, load_preset  # noqa: E402
 from dit_translate.store import default_store  # noqa: E402
 
@@ -618,8 +620,8 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                     )
                     with gr.Accordion("Advanced", open=False):
                         variant = gr.Radio(
-                            [("released (1 extra U-Net pass)", "released"), ("trajectory (DDIM inversion)", "trajectory")],
-                            value="released", label="Correction variant",
+                            [(f"{name}: {text}", name) for name, text in CORRECTION_VARIANTS.items()],
+                            value=DEFAULT_CORRECTION, label="Correction variant",
                         )
                         inversion_steps = gr.Slider(
                             10, 999, value=defaults.pnp_inversion_steps, step=1, label="PnP inversion steps"

@@ -14,8 +14,8 @@ watching the progress callback stops a request that runs past its time limit the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
+from dit_translate.methods.variants import DEFAULT_CORRECTION
 from dit_translate.runtime import free_memory, is_out_of_memory, make_generator
 from dit_translate.store import Loaded, LoadedPaired, ModelStore, default_store
 
@@ -98,7 +99,7 @@ class EditRequest:
     guidance: float | None = None
     seed: int = 0
     negative_prompt: str | None = None
-    variant: str = "released"
+    variant: str = DEFAULT_CORRECTION
     inversion_steps: int | None = None
 
 
@@ -179,11 +180,17 @@ def _run_edit(request: EditRequest, loaded: Loaded, source: torch.Tensor,
         progress=progress,
     )
     if request.method == "pnp":
+        strength = 1.0 if request.strength is None else request.strength
+        inversion_steps = request.inversion_steps
+        if inversion_steps is None:  # the preset's grid where it holds every sampling timestep, else the sampling grid
+            run = loaded.models.steps(common["steps"]).tail(strength)
+            grid = loaded.models.steps(d.pnp_inversion_steps)
+            inversion_steps = d.pnp_inversion_steps if set(run.timesteps) <= set(grid.timesteps) else common["steps"]
         return pnp(
             loaded.models, source, request.prompt,
-            inversion_steps=_default(request.inversion_steps, d.pnp_inversion_steps),
+            inversion_steps=inversion_steps,
             negative_prompt=PNP_NEGATIVE if request.negative_prompt is None else request.negative_prompt,
-            strength=1.0 if request.strength is None else request.strength,
+            strength=strength,
             features=loaded.preset.features("pnp", PNP_FEATURES),
             **common,
         )

@@ -4,6 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
 
+from dit_translate.diffusion.ddim import Steps
 from dit_translate.diffusion.features import FeatureSet
 from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.methods.correction import DEFAULT_FEATURES, correct
@@ -60,20 +61,37 @@ def test_sdedit_seed_changes_output(models, photo):
 
 
 def test_correction_with_no_layers_is_sdedit_bit_for_bit(models, photo):
-    base = sdedit(models, photo, PROMPT, strength=0.7, steps=10, seed=3)
-    for variant in ("released", "trajectory"):
-        same = correct(models, photo, PROMPT, variant=variant, features=FeatureSet(), strength=0.7, steps=10, seed=3)
+    """Each variant's strength rule is the one SDEdit runs under when nothing is injected."""
+    for variant, rule in (("released", Steps.ldm_tail), ("full", Steps.ldm_tail), ("trajectory", Steps.tail)):
+        base = sdedit(models, photo, PROMPT, strength=0.7, steps=20, seed=3, strength_rule=rule)
+        same = correct(models, photo, PROMPT, variant=variant, features=FeatureSet(), strength=0.7, steps=20, seed=3)
         assert torch.equal(same.image, base.image)
         assert same.nfe == base.nfe
 
 
-def test_released_correction_costs_one_pass_and_injects_every_step(models, photo):
-    base = sdedit(models, photo, PROMPT, strength=0.5, steps=10, seed=0)
-    fixed = correct(models, photo, PROMPT, variant="released", strength=0.5, steps=10, seed=0)
-    assert fixed.nfe == base.nfe + 1
-    layers_per_call = len(DEFAULT_FEATURES.attn_probs) + len(DEFAULT_FEATURES.resnet)
-    assert fixed.extras["injections"] == 5 * layers_per_call  # 5 steps, one batched CFG call each
-    assert (fixed.image - base.image).abs().mean() > 1e-3
+def test_ldm_strength_rule():
+    """The released sampler noises the source at loop index int(total_steps * (1 - strength)) (ddim_v_hacked.py,
+    main.py's first_strength = 1 - x0_strength), in floating point."""
+    grid = Steps(tuple(range(951, 0, -50)), 50)
+    for strength in (0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0):
+        start = int(20 * (1 - strength))
+        assert grid.ldm_tail(strength).timesteps == grid.timesteps[start:]
+    assert len(grid.ldm_tail(0.8)) == 17 and len(grid.tail(0.8)) == 16
+
+
+def test_released_correction_replaces_attention_maps_only(models, photo):
+    """``released`` (main.py) injects the attention maps and nothing else; ``full`` adds the ResBlock feature."""
+    base = sdedit(models, photo, PROMPT, strength=0.5, steps=10, seed=0, strength_rule=Steps.ldm_tail)
+    released = correct(models, photo, PROMPT, variant="released", strength=0.5, steps=10, seed=0)
+    assert released.nfe == base.nfe + 1
+    assert released.extras["injections"] == 5 * len(DEFAULT_FEATURES.attn_probs)  # 5 steps, one CFG call each
+    assert (released.image - base.image).abs().mean() > 1e-3
+    resnet_only = correct(models, photo, PROMPT, variant="released", features=DEFAULT_FEATURES.only("resnet"),
+                          strength=0.5, steps=10, seed=0)
+    assert torch.equal(resnet_only.image, base.image)
+    full = correct(models, photo, PROMPT, variant="full", strength=0.5, steps=10, seed=0)
+    assert full.extras["injections"] == 5 * (len(DEFAULT_FEATURES.attn_probs) + len(DEFAULT_FEATURES.resnet))
+    assert (full.image - released.image).abs().mean() > 1e-4
 
 
 def test_trajectory_correction_windows(models, photo):
@@ -133,3 +151,32 @@ def test_bad_knobs_raise_clear_errors(models, photo, kwargs, match):
 def test_unknown_variant(models, photo):
     with pytest.raises(ValueError, match="unknown correction variant 'magic'"):
         correct(models, photo, PROMPT, variant="magic")
+
+
+def test_pnp_refuses_an_inversion_grid_without_the_sampling_timesteps(models, photo):
+    """30 inversion steps (stride 33: 1, 34, ..., 958) miss 19 of 20 sampling timesteps (951, 901, ..., 1): each such
+    step would get the source at another noise level. The message names the next grid that works: 39 (stride 25)."""
+    from dit_translate.methods.pnp import compatible_inversion_steps
+
+    run = models.steps(20).tail(1.0)
+    n = compatible_inversion_steps(models, run, 30)
+    assert n == 39 and set(run.timesteps) <= set(models.steps(n).timesteps)
+    assert not any(set(run.timesteps) <= set(models.steps(k).timesteps) for k in range(30, 39))
+    with pytest.raises(ValueError, match=r"inversion_steps 30 lacks 19 of the 20 sampling timesteps.*inversion_steps 39"):
+        pnp(models, photo, PROMPT, steps=20, inversion_steps=30)
+    out = pnp(models, photo, PROMPT, steps=20, inversion_steps=39, tau_feat=0, tau_attn=0)
+    assert out.extras["inversion_grid"] == 39 and out.extras["inversion_steps"] == 39  # 1, 26, ..., 951
+
+
+def test_api_pnp_uses_the_presets_grid_only_where_it_holds_the_sampling_timesteps():
+    """tiny's 200-step inversion grid (stride 5) holds the 20-step grid (stride 50) but not the 30-step one (stride
+    33): then the API inverts on the sampling grid itself and reports it; an explicit incompatible grid is refused."""
+    from dit_translate import api
+
+    image = "assets/examples/coffee.jpg"
+    fast = dict(strength=0.3, guidance=3.0)
+    r20 = api.edit(api.EditRequest("pnp", "a comic drawing", steps=20, **fast), image, preset="tiny")
+    r30 = api.edit(api.EditRequest("pnp", "a comic drawing", steps=30, **fast), image, preset="tiny")
+    assert r20.extras["inversion_grid"] == 200 and r30.extras["inversion_grid"] == 30
+    with pytest.raises(ValueError, match="inversion_steps 200 lacks"):
+        api.edit(api.EditRequest("pnp", "a comic drawing", steps=30, inversion_steps=200, **fast), image, preset="tiny")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from dit_translate.cli.common import positive_int, tqdm_progress, warn
+from dit_translate.methods.variants import CORRECTION, DEFAULT_CORRECTION
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (preset default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negative-prompt", help="negative prompt (method default)")
-    p.add_argument("--variant", default="released", choices=("released", "trajectory"),
-                   help="correction variant (--method correct)")
+    p.add_argument("--variant", default=DEFAULT_CORRECTION, choices=tuple(CORRECTION),
+                   help="correction variant (--method correct): "
+                        + "; ".join(f"{k}: {v}" for k, v in CORRECTION.items()))
     p.add_argument("--inversion-steps", type=positive_int, help="PnP inversion steps (preset default)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")

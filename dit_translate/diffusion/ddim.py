@@ -92,6 +92,15 @@ class Steps:
         run = min(int(n * strength), n)
         return Steps(self.timesteps[n - run :], self.stride)
 
+    def ldm_tail(self, strength: float) -> Steps:
+        """The grid from index ``int(len * (1 - strength))`` on: the strength rule of the ldm/ControlNet DDIM
+        sampler the correction's authors run (``ddim_v_hacked.py``: the source is noised at loop index
+        ``int(total_steps * first_strength)``, ``first_strength = 1 - strength``). Computed in floating
+        point as released: ``1 - 0.8`` is 0.19999999999999996, so 20 steps at 0.8 run 17, where ``tail`` runs 16."""
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        return Steps(self.timesteps[int(len(self.timesteps) * (1 - strength)) :], self.stride)
+
 
 def max_steps(config) -> int:
     """The most sampling steps a DDIM scheduler ``config`` supports: "leading" spacing shifts its grid up by

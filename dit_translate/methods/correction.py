@@ -3,14 +3,18 @@
 SDEdit's noised source loses semantic integrity in the decoder; the correction replaces erroneous
 decoder features of the SDEdit pass with accurate ones computed from the source itself:
 
-- ``released`` (the authors' code): ONE U-Net pass on the clean source latent (empty prompt, no
-  CFG, at ``feature_timestep``) records the self-attention probabilities of ``up_blocks[1]``'s
-  attentions and the residual feature of ``up_blocks[1].resnets[2]``; they overwrite the SDEdit
-  pass's at every step in both CFG branches. Cost: SDEdit + 1 U-Net evaluation.
-- ``trajectory`` (the paper's description, PnP-style): a DDIM inversion of the source over
+- ``released`` (exactly what the authors' runnable ``main.py`` does): ONE U-Net pass on the clean
+  source latent (empty prompt, no CFG, at ``feature_timestep``) records the self-attention
+  probabilities of ``up_blocks[1]``'s attentions (LDM ``output_blocks[3..5]``); they overwrite the
+  SDEdit pass's at every step in both CFG branches. Strength follows the authors' sampler
+  (``Steps.ldm_tail``). Cost: SDEdit + 1 U-Net evaluation.
+- ``full`` (INFERRED from the authors' notebooks' ``_all`` runs, whose U-Net code is not released):
+  ``released`` plus the residual feature of ``up_blocks[1].resnets[2]`` from the same pass.
+- ``trajectory`` (the paper's description, PnP-style; ours): a DDIM inversion of the source over
   SDEdit's own timesteps records features per timestep; step ``t`` of SDEdit receives the features
   of inversion timestep ``t``, attention maps during the first ``tau_attn`` and ResBlock features
-  during the first ``tau_feat`` fraction of the steps run. Cost: SDEdit + one inversion.
+  during the first ``tau_feat`` fraction of the steps run; diffusers' strength rule. Cost: SDEdit +
+  one inversion.
 """
 
 from __future__ import annotations
@@ -31,14 +35,15 @@ from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.knobs import check
 from dit_translate.methods.common import Progress, TranslationResult, step_reporter
 from dit_translate.methods.sdedit import Injector, sdedit
+from dit_translate.methods.variants import CORRECTION
 
-VARIANTS = ("released", "trajectory")
+VARIANTS = tuple(CORRECTION)
 
 DEFAULT_FEATURES = FeatureSet(
     attn_probs=("up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2"),
     resnet=("up_blocks.1.resnets.2",),
 )
-"""SD 1.x/2.x layers of the released code: LDM ``output_blocks[3..5]`` attention maps, block 5's ResBlock."""
+"""SD 1.x/2.x layers: LDM ``output_blocks[3..5]`` attention maps (``released``), block 5's ResBlock (``full``)."""
 
 
 def released_injector(models: DiffusionModels, features: FeatureSet, feature_timestep: int = 1) -> Injector:
@@ -85,15 +90,21 @@ def correct(
 ) -> TranslationResult:
     """SDEdit of ``image`` (1, 3, H, W) in [-1, 1] with the semantic-discrepancy correction.
 
-    ``features`` defaults to ``DEFAULT_FEATURES`` (pass a preset's layer map for other U-Nets); an
-    empty ``FeatureSet`` makes this exactly SDEdit. Other keyword arguments are SDEdit's.
+    ``features`` defaults to ``DEFAULT_FEATURES`` (pass a preset's layer map for other U-Nets; ``released``
+    keeps only its attention maps); an empty ``FeatureSet`` makes this exactly SDEdit under the variant's
+    strength rule. Other keyword arguments are SDEdit's.
     """
     features = DEFAULT_FEATURES if features is None else features
+    rule = Steps.ldm_tail
     if variant == "released":
+        features = features.only("attn_probs")
+        injector = released_injector(models, features, feature_timestep)
+    elif variant == "full":
         injector = released_injector(models, features, feature_timestep)
     elif variant == "trajectory":
-        injector = trajectory_injector(models, features, tau_attn, tau_feat)
+        injector, rule = trajectory_injector(models, features, tau_attn, tau_feat), Steps.tail
     else:
         raise ValueError(f"unknown correction variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    result = sdedit(models, image, prompt, injector=injector if features else None, **sdedit_kwargs)
+    result = sdedit(models, image, prompt, injector=injector if features else None, strength_rule=rule,
+                    **sdedit_kwargs)
     return dataclasses.replace(result, method=f"correct-{variant}")

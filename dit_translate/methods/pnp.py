@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from dit_translate.diffusion.ddim import Steps, ddim_invert, ddim_step
+from dit_translate.diffusion.ddim import Steps, ddim_invert, ddim_step, max_steps
 from dit_translate.diffusion.features import (
     KINDS,
     FeatureSet,
@@ -48,6 +48,16 @@ DEFAULT_FEATURES = FeatureSet(
 NEGATIVE_PROMPT = "ugly, blurry, black, low res, unrealistic"
 
 
+def compatible_inversion_steps(models: DiffusionModels, run: Steps, at_least: int = 1) -> int:
+    """The smallest inversion grid size >= ``at_least`` whose timesteps include every timestep of ``run``
+    (the model's finest grid always does)."""
+    finest = max_steps(models.scheduler.config)
+    for n in range(max(1, min(at_least, finest)), finest + 1):
+        if set(run.timesteps) <= set(models.steps(n).timesteps):
+            return n
+    return finest
+
+
 def pnp(
     models: DiffusionModels,
     image: torch.Tensor,
@@ -63,7 +73,10 @@ def pnp(
     features: FeatureSet | None = None,
     progress: Progress | None = None,
 ) -> TranslationResult:
-    """Translate ``image`` (1, 3, H, W) in [-1, 1] with PnP; deterministic (no random numbers)."""
+    """Translate ``image`` (1, 3, H, W) in [-1, 1] with PnP; deterministic (no random numbers).
+
+    The ``inversion_steps`` grid must hold every sampling timestep (``compatible_inversion_steps``), so
+    each step injects the features of the source inverted to its own noise level; else ``ValueError``."""
     features = DEFAULT_FEATURES if features is None else features
     for name, value in (("strength", strength), ("guidance", guidance), ("tau_feat", tau_feat), ("tau_attn", tau_attn)):
         check(name, value)
@@ -71,8 +84,13 @@ def pnp(
     if len(run) == 0:
         raise ValueError(f"strength {strength} with {steps} steps runs no denoising step; raise one of them")
     full = models.steps(inversion_steps)
+    if missing := sorted(set(run.timesteps) - set(full.timesteps), reverse=True):
+        raise ValueError(
+            f"inversion_steps {inversion_steps} lacks {len(missing)} of the {len(run)} sampling timesteps (e.g. "
+            f"{missing[0]}): PnP would inject features of another noise level; use an inversion grid that holds "
+            f"them, e.g. inversion_steps {compatible_inversion_steps(models, run, inversion_steps)}")
     # invert only as far as sampling starts (all the way up at strength 1, as the original)
-    inv = Steps(tuple(t for t in full.timesteps if t <= run.timesteps[0]) or full.timesteps[-1:], full.stride)
+    inv = Steps(tuple(t for t in full.timesteps if t <= run.timesteps[0]), full.stride)
     with torch.inference_mode(), timed() as elapsed:
         denoiser = models.denoiser()
         empty = models.empty_condition()
@@ -82,7 +100,7 @@ def pnp(
             lambda x, t: denoiser.unguided(x, t, empty), z0, inv, denoiser.schedule,
             step_reporter(progress, "inverting the source"),
         )
-        source = {t: inverted[max((k for k in inverted if k <= t), default=min(inverted))] for t in run.timesteps}
+        source = {t: inverted[t] for t in run.timesteps}
         select = windowed_selector(run.timesteps, tau_attn, tau_feat)
         x = source[run.timesteps[0]]
         injections = 0
@@ -101,5 +119,6 @@ def pnp(
         out = models.decode(x).float().cpu()
         seconds = elapsed()
     return TranslationResult(
-        "pnp", out, seconds, denoiser.nfe, extras={"steps_run": len(run), "inversion_steps": len(inv), "injections": injections},
+        "pnp", out, seconds, denoiser.nfe, extras={"steps_run": len(run), "inversion_steps": len(inv), "inversion_grid": inversion_steps,
+                                   "injections": injections},
     )

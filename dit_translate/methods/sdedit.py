@@ -38,11 +38,15 @@ def sdedit(
     eta: float = 0.0,
     progress: Progress | None = None,
     injector: Injector | None = None,
+    strength_rule: Callable[[Steps, float], Steps] = Steps.tail,
 ) -> TranslationResult:
-    """Translate ``image`` (1, 3, H, W) in [-1, 1] towards ``prompt``; ``injector`` adds a correction."""
+    """Translate ``image`` (1, 3, H, W) in [-1, 1] towards ``prompt``; ``injector`` adds a correction.
+
+    ``strength_rule(grid, strength)`` picks the steps that run: diffusers' ``Steps.tail`` unless a method
+    follows another released sampler (``Steps.ldm_tail``)."""
     for name, value in (("strength", strength), ("guidance", guidance), ("eta", eta)):
         check(name, value)
-    run = models.steps(steps).tail(strength)
+    run = strength_rule(models.steps(steps), strength)
     if len(run) == 0:
         raise ValueError(f"strength {strength} with {steps} steps runs no denoising step; raise one of them")
     with torch.inference_mode(), timed() as elapsed:

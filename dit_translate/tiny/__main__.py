@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--decoder-steps", type=int, default=VAETrainConfig.steps)
     b.add_argument("--unet-steps", type=int, default=SDTrainConfig.steps)
+    b.add_argument("--unet-size", type=int, default=SDTrainConfig.size, help="training crop side (pixels)")
+    b.add_argument("--unet-batch", type=int, default=SDTrainConfig.batch_size)
+    b.add_argument("--unet-lr", type=float, default=SDTrainConfig.lr)
+    b.add_argument("--unet-crops", type=int, default=SDTrainConfig.crops_per_photo, help="crops per photo")
+    b.add_argument("--unet-init", default="", help="exported SD folder to start stage 2 from (e.g. assets/tiny/sd)")
     b.add_argument("--clip-steps", type=int, default=CLIPTrainConfig.steps)
     b.add_argument("--clip-out", default="assets/tiny/clip", help="exported open_clip folder")
     b.add_argument("--dit-steps", type=int, default=None, help="stop the DiT run early at this step")
@@ -121,7 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     if "decoder" in stages:
         build.build_decoder(args.work, VAETrainConfig(steps=args.decoder_steps, **DECODER_FINETUNE))
     if "sd" in stages:
-        build.build_sd(args.work, SDTrainConfig(steps=args.unet_steps))
+        build.build_sd(args.work, SDTrainConfig(
+            steps=args.unet_steps, size=args.unet_size, batch_size=args.unet_batch, lr=args.unet_lr,
+            crops_per_photo=args.unet_crops, init=str(Path(args.unet_init).resolve()) if args.unet_init else "",
+            unet={**SDTrainConfig().unet, "sample_size": args.unet_size // 4}), args.photos or None)
     if "export" in stages:
         _export(args.work, args.out, args.raw)
     if "clip" in stages:

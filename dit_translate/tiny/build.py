@@ -49,9 +49,15 @@ def build_decoder(work: str | Path, cfg: VAETrainConfig) -> None:
 
 
 def final_vae(work: str | Path) -> Path:
-    """The VAE to ship: stage 1b's when it has run, else stage 1's."""
-    tuned = Path(work) / DECODER_STAGE / "final"
-    return tuned if tuned.is_dir() else Path(work) / "vae" / "final"
+    """The VAE to ship: stage 1b's when it has run, else stage 1's; for a stage 2 started from an
+    exported folder (``SDTrainConfig.init``) without VAE stages of its own, that folder's VAE."""
+    work = Path(work)
+    for folder in (work / DECODER_STAGE / "final", work / "vae" / "final"):
+        if folder.is_dir():
+            return folder
+    config = work / "sd" / "train_config.json"
+    init = json.loads(config.read_text()).get("init", "") if config.exists() else ""
+    return Path(init) / "vae" if init else work / "vae" / "final"
 
 
 def load_tokenizer(work: str | Path) -> CLIPTokenizer:
@@ -62,11 +68,14 @@ def load_tokenizer(work: str | Path) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(folder)
 
 
-def build_sd(work: str | Path, cfg: SDTrainConfig) -> None:
-    """Stage 2: train (or finish) text encoder + U-Net on the stage-1 VAE's latents."""
+def build_sd(work: str | Path, cfg: SDTrainConfig, photos: str | Path | None = None) -> None:
+    """Stage 2: train (or finish) text encoder + U-Net on the stage-1 VAE's latents (with ``cfg.init``:
+    that folder's VAE, whose encoder is stage 1's). ``photos``: the extracted Debian photos' training
+    split is added to the scikit-image photos."""
     work = Path(work)
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "final", use_safetensors=True)
-    data = TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed)
+    vae_folder = Path(cfg.init) / "vae" if cfg.init else work / "vae" / "final"
+    vae = AutoencoderKL.from_pretrained(vae_folder, use_safetensors=True)
+    data = TinyDataset("train", cfg.size, cfg.crops_per_photo, seed=cfg.seed, extra_photos=photos)
     train_sd(work / "sd", cfg, vae, load_tokenizer(work), data)
 
 

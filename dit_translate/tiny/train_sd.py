@@ -44,6 +44,9 @@ class SDTrainConfig:
     seed: int = 0
     save_every: int = 200
     log_every: int = 20
+    init: str = ""
+    """An exported tiny SD folder whose text encoder and U-Net start this run ("" = from scratch): a later
+    session continues training from the shipped weights (its optimizer state starts afresh)."""
     unet: dict = field(default_factory=lambda: dict(UNET_CONFIG))
     text: dict = field(default_factory=lambda: dict(TEXT_CONFIG))
 
@@ -85,6 +88,16 @@ def encode_bank(vae: AutoencoderKL, data: TinyDataset, chunk: int = 128) -> tupl
     return torch.stack(means), torch.stack(stds)
 
 
+def init_from_folder(module: NoisePrediction, folder: str | Path) -> None:
+    """Load the U-Net and text encoder weights of the diffusers folder ``folder`` into ``module``
+    (strict: the architectures must match; the U-Net's ``sample_size`` may differ)."""
+    folder = Path(folder)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
+    text = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
+    module.unet.load_state_dict(unet.state_dict())
+    module.text_encoder.load_state_dict(text.state_dict())
+
+
 def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
     """Token ids (len(texts), 77), padded as Stable Diffusion pipelines pad prompts."""
     return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
@@ -112,6 +125,8 @@ def train_sd(
 
     torch.manual_seed(cfg.seed)
     module = NoisePrediction(make_unet(**cfg.unet), make_text_encoder(**cfg.text), make_train_scheduler())
+    if cfg.init:
+        init_from_folder(module, cfg.init)
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=1e-2)
     loop = TrainLoop(work, module, optimizer, cfg.steps, cfg.lr, cfg.warmup, cfg.seed,
                      cfg.save_every, cfg.log_every, config=asdict(cfg), desc="unet+text",
