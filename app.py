@@ -30,7 +30,9 @@ from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, Time
 from dit_translate.images import ImageError  # noqa: E402
 from dit_translate.knobs import MAX_TEXT_CHARS  # noqa: E402
 from dit_translate.methods.variants import CORRECTION as CORRECTION_VARIANTS  # noqa: E402
-from dit_translate.methods.variants import DEFAULT_CORRECTION  # noqa: E402
+from dit_translate.methods.agg import VARIANT_FIELDS, min_steps_for_edit  # noqa: E402
+from dit_translate.methods.variants import AGG as AGG_VARIANTS  # noqa: E402
+from dit_translate.methods.variants import DEFAULT_AGG, DEFAULT_CORRECTION  # noqa: E402
 from dit_translate.presets import PAIRED_KINDS, PresetError, load_preset  # noqa: E402
 from dit_translate.store import default_store  # noqa: E402
 
@@ -52,6 +54,7 @@ a few-KB file may declare 40 MP, and each costs hundreds of MB to decode."""
 QUEUE = {"max_size": 16, "default_concurrency_limit": 1}
 """``demo.queue`` settings of ``main`` (``benchmarks/load.py`` measures the app with them): 16 waiting
 requests at most; each endpoint runs one request at a time (its own ``concurrency_limit``)."""
+AGG_STEPS, MIN_AGG_STEPS = VARIANT_FIELDS[DEFAULT_AGG]["steps"], min_steps_for_edit()
 TIME_LIMITS = {"edit": 120, "guide": 180, "translate": 60}
 """Seconds each endpoint's request may run (``api.Deadline``, checked at every step; also its ZeroGPU duration).
 Gradio's ``time_limit`` is not used: it applies to streaming events only, never to ``.click``."""
@@ -415,6 +418,7 @@ def run_guided(
     inner_steps: int,
     reg_weight: float,
     symmetric: bool,
+    variant: str = DEFAULT_AGG,
     progress=gr.Progress(),
 ):
     """AGG next to the unguided DDIM result of the same seed: (slider pair, gallery, metrics table, files, note)."""
@@ -433,7 +437,7 @@ def run_guided(
             text=text if text_mode else None,
             source_text=(source_text or None) if text_mode else None,
             style_image=None if text_mode else images.load_image(style_image, max_pixels=MAX_PIXELS),
-            steps=steps, guidance=guidance, seed=seed,
+            steps=steps, guidance=guidance, seed=seed, variant=variant,
         )
         result = api.guide(request, original, preset=preset, options=options, progress=_reporter(progress, "AGG", deadline))
         baseline = result.extras["ddim"]
@@ -447,7 +451,7 @@ def run_guided(
     rows = [
         ["DDIM (unguided)", round(baseline.seconds, 2), baseline.nfe, baseline.extras["unet_backwards"],
          round(m["guidance_loss_ddim"], 3), round(m["ssim_to_source_ddim"], 3)],
-        ["AGG", round(result.seconds, 2), result.nfe, result.extras["unet_backwards"],
+        [f"AGG ({variant})", round(result.seconds, 2), result.nfe, result.extras["unet_backwards"],
          round(m["guidance_loss_agg"], 3), round(m["ssim_to_source"], 3)],
     ]
     table = _table(["method", "seconds", "U-Net evals (NFE)", "U-Net backprops", "guidance loss", "SSIM to source"],
@@ -661,7 +665,8 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                                                max_length=MAX_TEXT_CHARS,
                                                placeholder="a photo")
                     g_style = photo_input(label="Style image (image-guided)", sources=["upload", "clipboard"])
-                    g_steps = gr.Slider(5, 200, value=50, step=1, label="Steps (respaced grid)")
+                    g_steps = gr.Slider(MIN_AGG_STEPS, 200, value=AGG_STEPS, step=1,
+                                        label="Steps (respaced grid; AGG's own is 100)")
                     g_guidance = gr.Slider(1.0, 15.0, value=defaults.guidance, step=0.5, label="Text CFG")
                     g_seed = _seed_row()
                     with gr.Accordion("Advanced", open=False):
@@ -672,6 +677,8 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                         g_inner = gr.Slider(1, 10, value=1, step=1, label="Refinement steps K")
                         g_reg = gr.Slider(0.0, 1000.0, value=200.0, step=10.0, label="Structure regulariser weight")
                         g_symmetric = gr.Checkbox(False, label="Symmetric update (ablation)")
+                    g_variant = gr.Radio([(f"{name}: {text}", name) for name, text in AGG_VARIANTS.items()],
+                                         value=DEFAULT_AGG, label="AGG variant")
                     g_run = gr.Button("Run", variant="primary")
                 with gr.Column():
                     g_slider = gr.ImageSlider(label="DDIM (unguided) | AGG", type="filepath")
@@ -686,14 +693,14 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
             _name_knobs(steps=g_steps, guidance=g_guidance, seed=g_seed, skip=g_skip, edit=g_edit, eta_edit=g_eta_edit,
                         lr=g_lr, inner_steps=g_inner, reg_weight=g_reg)
             g_inputs = [g_image, g_mode, g_text, g_source_text, g_style, preset, g_steps, g_guidance, g_seed,
-                        g_skip, g_edit, g_eta_edit, g_lr, g_inner, g_reg, g_symmetric]
+                        g_skip, g_edit, g_eta_edit, g_lr, g_inner, g_reg, g_symmetric, g_variant]
             g_outputs = [g_slider, g_gallery, g_table, g_files, g_note]
             g_run.click(run_guided, g_inputs, g_outputs, api_name="guide", concurrency_limit=1)
             _examples(run_guided, g_inputs, g_outputs,
-                      [{g_image: example_path("chelsea.jpg"), g_source_text: "a photo", g_steps: 20},
-                       {g_image: example_path("coffee.jpg"), g_text: "a pencil sketch", g_steps: 20},
+                      [{g_image: example_path("chelsea.jpg"), g_source_text: "a photo"},
+                       {g_image: example_path("coffee.jpg"), g_text: "a pencil sketch"},
                        {g_image: example_path("chelsea.jpg"), g_mode: "image", g_text: "",
-                        g_style: example_path("coffee.jpg"), g_steps: 20}],
+                        g_style: example_path("coffee.jpg")}],
                       [g_image, g_mode, g_text, g_style, g_steps], "guide_example")
 
         with gr.Tab("About / models") as about_tab:

@@ -26,7 +26,7 @@ from dit_translate import colour, images, metrics, sizes
 from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError
 from dit_translate.knobs import check, check_text
 from dit_translate.methods import losses
-from dit_translate.methods.agg import AGGConfig, agg, ddim_baseline
+from dit_translate.methods.agg import VARIANT_LOSSES, agg, ddim_baseline, variant_config
 from dit_translate.methods.common import Progress, TranslationResult
 from dit_translate.methods.correction import DEFAULT_FEATURES as CORRECTION_FEATURES
 from dit_translate.methods.correction import VARIANTS, correct
@@ -34,7 +34,8 @@ from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
 from dit_translate.methods.pnp import pnp
 from dit_translate.methods.sdedit import sdedit
-from dit_translate.methods.variants import DEFAULT_CORRECTION
+from dit_translate.methods.variants import AGG as AGG_VARIANTS
+from dit_translate.methods.variants import DEFAULT_AGG, DEFAULT_CORRECTION
 from dit_translate.runtime import free_memory, is_out_of_memory, make_generator
 from dit_translate.store import Loaded, LoadedPaired, ModelStore, default_store
 
@@ -219,6 +220,7 @@ class GuideRequest:
     steps: int | None = None
     guidance: float | None = None
     seed: int = 0
+    variant: str = DEFAULT_AGG
 
 
 def guide(
@@ -235,9 +237,12 @@ def guide(
 
     Returns the AGG result with ``extras["ddim"]`` (the baseline's result) and the metrics
     ``guidance_loss_agg`` / ``guidance_loss_ddim`` (the style loss of each final image, with the
-    same augmentations) and ``ssim_to_source`` / ``ssim_to_source_ddim``. ``options`` are further
-    ``methods.agg.AGGConfig`` fields (windows, etas, loss weights, ablation switches).
+    same augmentations) and ``ssim_to_source`` / ``ssim_to_source_ddim``. ``request.variant`` picks the
+    released code's or the paper's AGG (``methods.agg.variant_config``; ``steps=None`` is that variant's grid,
+    100); ``options`` are further ``methods.agg.AGGConfig`` fields (windows, etas, loss weights, ablations).
     """
+    if request.variant not in AGG_VARIANTS:
+        raise ValueError(f"unknown AGG variant {request.variant!r}; choose one of {', '.join(AGG_VARIANTS)}")
     check_text("the target text", request.text)
     check_text("the source text", request.source_text)
     text = (request.text or "").strip()
@@ -262,15 +267,18 @@ def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.
     with loaded.lock:
         source = prepare_source(img, loaded)
         d = loaded.preset.defaults
+        how = VARIANT_LOSSES[request.variant]
         if text:
-            style = losses.text_guidance(guidance_models.clips(), text, source, request.source_text)
+            templates = losses.imagenet_templates() if how["imagenet_templates"] else losses.TEMPLATES
+            style = losses.text_guidance(guidance_models.clips(), text, source, request.source_text,
+                                         templates=templates, raw_mean=how["raw_mean"])
             prompt, cfg = text, d.guidance if request.guidance is None else request.guidance
         else:
             h, w = source.shape[-2:]
-            style = losses.image_guidance(guidance_models.dino(),
-                                          images.to_tensor(sizes.resize_to(style_img, (w, h))))
+            style = losses.image_guidance(guidance_models.dino(), images.to_tensor(sizes.resize_to(style_img, (w, h))),
+                                          pre_norm=how["pre_norm"])
             prompt, cfg = "", 1.0
-        config = AGGConfig(steps=_default(request.steps, d.steps), **(options or {}))
+        config = variant_config(request.variant, steps=request.steps, **(options or {}))
         kwargs = dict(prompt=prompt, guidance=cfg, seed=request.seed, progress=progress)
         baseline = ddim_baseline(loaded.models, source, config, **kwargs)
         result = agg(loaded.models, source, style, config, **kwargs)
@@ -282,7 +290,7 @@ def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.
     result.metrics["ssim_to_source_ddim"] = baseline.metrics["ssim_to_source"]
     result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained,
                          untrained_guidance=sorted(guidance_models.untrained), source=source, ddim=baseline,
-                         mode="text" if text else "image")
+                         mode="text" if text else "image", variant=request.variant, steps=config.steps)
     return result
 
 

@@ -72,11 +72,13 @@ class ClipEncoder:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> (N, D) unit-norm embeddings; texts longer than the context are truncated, with a warning."""
+    def embed_text(self, texts: Sequence[str], *, unit: bool = True) -> torch.Tensor:
+        """Texts -> (N, D) unit-norm embeddings (raw features with ``unit=False``); texts longer than the
+        context are truncated, with a warning."""
         self._warn_if_truncated(texts)
         tokens = self.tokenizer(list(texts)).to(self.device)
-        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        features = self.model.encode_text(tokens).float()
+        return F.normalize(features, dim=-1) if unit else features
 
     def _warn_if_truncated(self, texts: Sequence[str]) -> None:
         """Log one warning when open_clip's BPE tokenizer will cut a text to its context length."""
@@ -115,10 +117,19 @@ class DinoEncoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def cls_token(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> (B, D) [CLS] features after the final norm (DINO's own output)."""
+    def cls_token(self, images: torch.Tensor, *, pre_norm: bool = False) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> (B, D) [CLS] features after the final norm (DINO's own output), or
+        with ``pre_norm`` the last block's output before it (what AGG's released ``extractor.py`` takes)."""
         x = normalize(fit_square(images.float(), self.size), self.mean, self.std)
-        return self.model.forward_features(x)[:, 0]
+        if not pre_norm:
+            return self.model.forward_features(x)[:, 0]
+        seen: list[torch.Tensor] = []
+        hook = self.model.blocks[-1].register_forward_hook(lambda _m, _i, out: seen.append(out))
+        try:
+            self.model.forward_features(x)
+        finally:
+            hook.remove()
+        return seen[0][:, 0]
 
 
 # ---- the open_clip local-dir layout ------------------------------------------------------------------

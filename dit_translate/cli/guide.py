@@ -8,6 +8,7 @@ import argparse
 import json
 
 from dit_translate.cli.common import positive_int, tqdm_progress, warn
+from dit_translate.methods.variants import AGG, DEFAULT_AGG
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--style-image", help="style image for image guidance (instead of --text)")
     p.add_argument("--preset", default="tiny", help="preset name or presets/X.toml path (default: tiny)")
     p.add_argument("--model", help="override the preset's diffusion model: a local folder or a hub id")
-    p.add_argument("--steps", type=positive_int, help="respaced DDIM grid; AGG skips its first 40%% (preset default)")
+    p.add_argument("--steps", type=positive_int,
+                   help="respaced DDIM grid; AGG skips its first 40%% (default: AGG's own grid, 100)")
+    p.add_argument("--variant", default=DEFAULT_AGG, choices=tuple(AGG),
+                   help="; ".join(f"{k}: {v}" for k, v in AGG.items()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output image path (the AGG result)")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     request = api.GuideRequest(text=args.text, source_text=args.source_text, style_image=args.style_image,
-                               steps=args.steps, seed=args.seed)
+                               steps=args.steps, seed=args.seed, variant=args.variant)
     store = default_store()
     result = api.guide(request, args.image, preset=args.preset, model=args.model, store=store,
                        progress=None if args.json else tqdm_progress())

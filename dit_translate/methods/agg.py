@@ -51,6 +51,7 @@ from dit_translate.methods.common import (
     timed,
 )
 from dit_translate.methods.losses import (
+    ClipGuidanceLoss,
     StyleLoss,
     noise_mix,
     range_loss,
@@ -59,6 +60,8 @@ from dit_translate.methods.losses import (
 from dit_translate.runtime import make_generator
 
 REFINE = ("dds", "mcg", "none")
+REFINE_OUTPUTS = ("updated", "pre-step")
+INVERSIONS = ("diffusers", "adm")
 REFERENCE_NUMEL = 3 * 256 * 256
 """Elements of one sample in the official setting (ADM, 256x256 pixels), where the loss weights were tuned."""
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,12 +75,19 @@ class AGGConfig:
     """AGG's knobs, validated on construction. ``steps`` is the respaced grid (``skip`` of it is skipped);
     window fractions, etas, AdamW ``lr``, ``inner_steps`` (K) and loss weights are AGG's defaults.
 
-    ``mcg_scale`` multiplies the MCG step ``(1 - a)/sqrt(a) grad``; ``None`` [I] uses ``numel /
-    REFERENCE_NUMEL`` (per sample), which keeps the per-element step of the official 256x256 pixel
-    setting: the losses are means, so their gradients shrink as 1/numel, and the weights (200) were
-    tuned there (the paper's formula exactly at 256x256 pixels; much smaller steps on latents). The
-    AdamW refinement is scale-free and needs no such factor. ``mix=None`` means noise-mixed scoring for
-    pixel models, plain decoded x0 for latent ones.
+    ``mcg_scale`` multiplies the MCG step ``(1 - a)/sqrt(a) grad``; ``None`` [I] uses ``numel(decoded image)
+    / REFERENCE_NUMEL`` (per sample): the losses are means over the decoded image, so their gradients shrink
+    as 1/numel of that image, and the weights (200) were tuned at 256x256 pixels; the factor keeps the step
+    the same at every resolution (exactly the paper's formula for 256x256 pixel models). The AdamW
+    refinement is scale-free and needs no such factor. ``mix=None`` means noise-mixed scoring for pixel
+    models, plain decoded x0 for latent ones.
+
+    The released code's behaviours are switches (``variant_config("released")`` sets them):
+    ``refine_output="pre-step"`` returns the refined estimate computed before the last AdamW step (as
+    ``cond_fn_dds`` does: at K = 1 the refinement then changes nothing); ``adaptive_clip`` is its text runs'
+    ``--use_prog_contrast --regularize_content`` (the MCG step's CLIP weight doubled while the last CLIP
+    loss is above -0.5, halved below); ``inversion="adm"`` its inversion (epsilon at the source level,
+    starting at the grid's first timestep, x0_inv[t] = x0_hat(x_t^inv)) instead of diffusers' convention.
     """
 
     steps: int = 50
@@ -97,10 +107,14 @@ class AGGConfig:
     range_weight: float = 200.0
     symmetric: bool = False
     mix: bool | None = None
+    refine_output: str = "updated"
+    adaptive_clip: bool = False
+    inversion: str = "diffusers"
 
     def __post_init__(self) -> None:
-        if self.refine not in REFINE:
-            raise ValueError(f"refine must be one of {REFINE}, got {self.refine!r}")
+        for name, allowed in (("refine", REFINE), ("refine_output", REFINE_OUTPUTS), ("inversion", INVERSIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("skip", "edit", "boost", "eta_edit", "eta", "eta_boost"):
             check_range(name, getattr(self, name), 0.0, 1.0)
         check_range("lr", self.lr, 0.0, 1.0, low_open=True)
@@ -118,6 +132,36 @@ class AGGConfig:
     def unguided(self) -> AGGConfig:
         """The same windows, etas and grid without guidance: AGG's DDIM baseline."""
         return dataclasses.replace(self, mcg=False, refine="none")
+
+
+VARIANT_FIELDS: dict[str, dict] = {
+    "released": {"steps": 100, "refine_output": "pre-step", "adaptive_clip": True, "inversion": "adm"},
+    "paper": {"steps": 100},
+}
+"""``AGGConfig`` fields of each variant (``methods.variants.AGG``): both use the official grid (100 respaced steps,
+skip 40: 19 edit, 20 middle and 21 last steps)."""
+
+VARIANT_LOSSES: dict[str, dict] = {
+    "released": {"imagenet_templates": True, "raw_mean": True, "pre_norm": True},
+    "paper": {"imagenet_templates": False, "raw_mean": False, "pre_norm": False},
+}
+"""How each variant builds its style loss (``api.guide``): CLIP's 80 ImageNet templates averaged as raw features,
+or our 6 templates averaged as unit vectors [I]; DINO [CLS] before or after the final norm."""
+
+
+def variant_config(variant: str, **fields) -> AGGConfig:
+    """The ``AGGConfig`` of ``variant`` ("released" or "paper"), with ``fields`` overriding its values."""
+    if variant not in VARIANT_FIELDS:
+        raise ValueError(f"unknown AGG variant {variant!r}; choose one of {', '.join(VARIANT_FIELDS)}")
+    return AGGConfig(**{**VARIANT_FIELDS[variant], **{k: v for k, v in fields.items() if v is not None}})
+
+
+def min_steps_for_edit(skip: float = 0.4, edit: float = 0.2, boost: float = 0.2) -> int:
+    """The smallest grid whose edit window holds at least one step (8 at AGG's fractions)."""
+    for n in range(1, 1001):
+        if round(skip * n) < n and "edit" in agg_phases(n, skip, edit, boost):
+            return n
+    raise ValueError(f"no grid of at most 1000 steps has an edit window with skip {skip}, edit {edit}")
 
 
 @dataclass(frozen=True)
@@ -199,21 +243,25 @@ def mcg_step(
 
 
 def refine_bias(
-    x0: torch.Tensor, x_t: torch.Tensor, objective: Objective, *, lr: float = 0.02, iters: int = 1, init: float = 1e-8
+    x0: torch.Tensor, x_t: torch.Tensor, objective: Objective, *, lr: float = 0.02, iters: int = 1, init: float = 1e-8,
+    pre_step: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
     """AGG's cheap refinement: AdamW on a bias ``b`` (init ``init``) minimising ``L(x0 + b)``; returns
-    ``x0 + b`` and the loss of each iteration. Nothing here calls the U-Net."""
+    ``x0 + b`` after ``iters`` steps and the loss of each iteration. With ``pre_step`` it returns, as the
+    released ``cond_fn_dds``, the ``x0 + b`` the last iteration scored, i.e. before its step (``iters - 1``
+    updates: none at all for one iteration). Nothing here calls the U-Net."""
     bias = torch.full_like(x0, init, requires_grad=True)
     optimizer = torch.optim.AdamW([bias], lr=lr)
     losses = []
     with torch.enable_grad():
         for _ in range(iters):
             optimizer.zero_grad(set_to_none=True)
-            loss = objective(x0.detach() + bias, x_t.detach())
+            point = x0.detach() + bias
+            loss = objective(point, x_t.detach())
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-    return (x0 + bias).detach(), losses
+    return (point if pre_step else x0 + bias).detach(), losses
 
 
 def invert_with_x0(
@@ -231,6 +279,49 @@ def invert_with_x0(
 
     latents = ddim_invert(lambda x, t: denoiser.unguided(x, t, cond), z0, run, denoiser.schedule, record)
     return latents[run.timesteps[0]], x0s
+
+
+def invert_with_x0_adm(
+    denoiser: Denoiser, z0: torch.Tensor, run: Steps, cond: TextCondition | None, progress: Progress | None = None
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The released code's inversion (``ddim_reverse_sample`` from index 0): ``z0`` stands at the lowest timestep
+    of ``run``; each step evaluates epsilon at its *source* level and keeps ``x0_inv[t] = x0_hat(x_t)``; one more
+    evaluation at the top level gives its ``x0_inv``. Returns the top latent and ``{t: x0_inv[t]}``."""
+    ascending = run.timesteps[::-1]
+    report = step_reporter(progress, "inverting the source")
+    x0s: dict[int, torch.Tensor] = {}
+    x = z0
+    for k, t in enumerate(ascending):
+        eps = denoiser.unguided(x, t, cond)
+        x0 = predict_x0(x, eps, denoiser.schedule.alpha(t))
+        x0s[t] = x0
+        if report is not None:
+            report(StepInfo(k, len(ascending), t, x, eps, x0))
+        if k + 1 < len(ascending):
+            x = ddim_update(x0, eps, denoiser.schedule.alpha(ascending[k + 1]))
+    return x, x0s
+
+
+@dataclass
+class ProgressiveClip:
+    """The released text runs' adaptive CLIP weight (``--use_prog_contrast --regularize_content``): ``last`` is the
+    last CLIP loss (``-cos``) any step computed, first the source image's (whole, no crops); the MCG step weighs
+    the CLIP term 2x while ``last > -0.5`` and 0.5x while ``last < -0.5``; the refinement keeps the weight."""
+
+    loss: ClipGuidanceLoss
+    last: float
+
+    def _score(self, images: torch.Tensor, generator: torch.Generator | None, factor: float) -> torch.Tensor:
+        sim = self.loss.similarity(images, generator)
+        self.last = -float(sim.detach())
+        return -self.loss.weight * factor * sim
+
+    def mcg(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        factor = 2.0 if self.last > -0.5 else 0.5 if self.last < -0.5 else 1.0
+        return self._score(images, generator, factor)
+
+    def refine(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self._score(images, generator, 1.0)
 
 
 def make_objective(
@@ -263,9 +354,12 @@ def make_objective(
 def agg_step(
     eps_fn: EpsFn, x_t: torch.Tensor, t: int, alpha: torch.Tensor, alpha_prev: torch.Tensor, sigma: torch.Tensor,
     noise: torch.Tensor | None, objective: Objective, config: AGGConfig, scale: float,
+    refine_objective: Objective | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """One guided edit step: MCG (optional), the refinement, then the asymmetric (or symmetric) DDIM update
-    -> ``(x_prev, record)``, the record holding the losses and the number of U-Net backward passes."""
+    """One guided edit step: MCG (optional), the refinement (``refine_objective``, default ``objective``), then
+    the asymmetric (or symmetric) DDIM update -> ``(x_prev, record)``, the record holding the losses and the
+    number of U-Net backward passes."""
+    refine_objective = objective if refine_objective is None else refine_objective
     record: dict = {"unet_backwards": 0}
     if config.mcg:
         x0, eps, record["mcg"] = mcg_step(eps_fn, x_t, t, alpha, objective, scale=scale)
@@ -274,11 +368,12 @@ def agg_step(
         eps = eps_fn(x_t, t)
         x0 = predict_x0(x_t, eps, alpha)
     if config.refine == "dds":
-        x0, record["refine"] = refine_bias(x0, x_t, objective, lr=config.lr, iters=config.inner_steps)
+        x0, record["refine"] = refine_bias(x0, x_t, refine_objective, lr=config.lr, iters=config.inner_steps,
+                                           pre_step=config.refine_output == "pre-step")
     elif config.refine == "mcg":
         record["refine"] = []
         for _ in range(config.inner_steps):
-            x0, _, loss = mcg_step(eps_fn, x_t, t, alpha, objective, scale=scale, at=x0)
+            x0, _, loss = mcg_step(eps_fn, x_t, t, alpha, refine_objective, scale=scale, at=x0)
             record["refine"].append(loss)
             record["unet_backwards"] += 1
     return guided_update(x_t, x0, eps, alpha, alpha_prev, sigma, noise, symmetric=config.symmetric), record
@@ -310,6 +405,11 @@ def agg(
         raise ValueError("guided AGG needs a style loss")
     grid = models.steps(config.steps)
     phases = agg_phases(len(grid), config.skip, config.edit, config.boost)
+    if config.guided and "edit" not in phases:
+        raise ValueError(
+            f"{config.steps} steps leave AGG's edit window (skip {config.skip}, edit {config.edit}) empty: the result "
+            f"would be the unguided baseline; use at least {min_steps_for_edit(config.skip, config.edit, config.boost)} "
+            "steps (AGG's own grid is 100)")
     run = Steps(grid.timesteps[len(grid) - len(phases):], grid.stride)
     etas = {"edit": config.eta_edit, "middle": config.eta, "last": config.eta_boost}
     reg_weight = config.reg_weight if config.regularizer else 0.0
@@ -317,8 +417,13 @@ def agg(
         noise_gen, aug_gen = make_generator(seed, models.device), make_generator(seed)
         denoiser = models.denoiser()
         cond = models.condition(prompt, negative_prompt, guidance)
-        x, x0_inv = invert_with_x0(denoiser, models.encode(image), run, models.empty_condition(), progress)
-        scale = x[0].numel() / REFERENCE_NUMEL if config.mcg_scale is None else config.mcg_scale
+        invert = invert_with_x0_adm if config.inversion == "adm" else invert_with_x0
+        x, x0_inv = invert(denoiser, models.encode(image), run, models.empty_condition(), progress)
+        scale = image[0].numel() / REFERENCE_NUMEL if config.mcg_scale is None else config.mcg_scale
+        mcg_style = refine_style = style
+        if config.adaptive_clip and isinstance(style, ClipGuidanceLoss):
+            progressive = ProgressiveClip(style, -float(style.similarity(image.to(models.device), crops=0)))
+            mcg_style, refine_style = progressive.mcg, progressive.refine
 
         def eps_fn(x_t: torch.Tensor, t: int) -> torch.Tensor:
             return denoiser(x_t, t, cond, guidance)
@@ -330,9 +435,12 @@ def agg(
             noise = randn_tensor(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype) if etas[phase] else None
             record = None
             if phase == "edit" and config.guided:
-                objective = make_objective(models, style, x0_inv[t], a, reg_weight=reg_weight,
-                                           range_weight=config.range_weight, mix=mix, generator=aug_gen)
-                x, record = agg_step(eps_fn, x, t, a, a_prev, sigma, noise, objective, config, scale)
+                objective, refine_objective = (
+                    make_objective(models, loss, x0_inv[t], a, reg_weight=reg_weight,
+                                   range_weight=config.range_weight, mix=mix, generator=aug_gen)
+                    for loss in (mcg_style, refine_style))
+                x, record = agg_step(eps_fn, x, t, a, a_prev, sigma, noise, objective, config, scale,
+                                     refine_objective)
                 backwards += record.pop("unet_backwards")
             else:
                 eps = eps_fn(x, t)

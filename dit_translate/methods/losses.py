@@ -20,8 +20,16 @@ import torch.nn.functional as F
 from dit_translate.encoders import ClipEncoder, DinoEncoder, fit_square
 
 TEMPLATES = ("{}", "a photo of {}.", "a picture of {}.", "an image of {}.", "a rendering of {}.", "art of {}.")
-"""Prompt templates the text embeddings are averaged over. The official code averages the 80 ImageNet
-templates of CLIP's zero-shot notebook; this shorter list is our choice [I]."""
+"""Prompt templates the text embeddings are averaged over (each normalised, then the mean renormalised): our
+choice [I]. The released AGG code averages the raw features of CLIP's 80 ImageNet templates
+(``imagenet_templates``), then normalises once."""
+
+
+def imagenet_templates() -> tuple[str, ...]:
+    """CLIP's 80 ImageNet zero-shot templates as format strings (open_clip ships them)."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
 
 
 class StyleLoss(Protocol):
@@ -79,9 +87,13 @@ def random_crops(
     return F.grid_sample(square.repeat(n, 1, 1, 1), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def text_embedding(clip: ClipEncoder, text: str, templates: Sequence[str] = TEMPLATES) -> torch.Tensor:
-    """Unit-norm (D,) embedding of ``text``, averaged over ``templates``."""
-    return F.normalize(clip.embed_text([t.format(text) for t in templates]).mean(0), dim=-1)
+def text_embedding(clip: ClipEncoder, text: str, templates: Sequence[str] = TEMPLATES, *,
+                   raw_mean: bool = False) -> torch.Tensor:
+    """Unit-norm (D,) embedding of ``text``: the mean over ``templates`` of the unit-norm embeddings, or with
+    ``raw_mean`` of the raw features (the released AGG code), renormalised."""
+    prompts = [t.format(text) for t in templates]
+    features = clip.embed_text(prompts, unit=False) if raw_mean else clip.embed_text(prompts)
+    return F.normalize(features.mean(0), dim=-1)
 
 
 def clip_direction(
@@ -93,14 +105,15 @@ def clip_direction(
     source_text_weight: float = 0.4,
     source_image_weight: float = 0.2,
     templates: Sequence[str] = TEMPLATES,
+    raw_mean: bool = False,
 ) -> torch.Tensor:
     """The target direction ``normalize(E_T(trg) - 0.4 E_T(src) + 0.2 E_I(x_src))`` (D,), unit norm.
 
     ``source_image`` (1, 3, H, W) in [-1, 1]; without ``source_text`` its term is left out.
     """
-    g = text_embedding(clip, target_text, templates)
+    g = text_embedding(clip, target_text, templates, raw_mean=raw_mean)
     if source_text:
-        g = g - source_text_weight * text_embedding(clip, source_text, templates)
+        g = g - source_text_weight * text_embedding(clip, source_text, templates, raw_mean=raw_mean)
     with torch.no_grad():
         g = g + source_image_weight * clip.embed_image(source_image.to(clip.device))[0]
     return F.normalize(g, dim=-1)
@@ -118,13 +131,19 @@ class ClipGuidanceLoss:
     weight: float = 200.0
     crops: int = 8
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def similarity(self, images: torch.Tensor, generator: torch.Generator | None = None, crops: int | None = None
+                   ) -> torch.Tensor:
+        """``mean_models mean_crops cos(E_I(crop), g_model)`` (0-d, in [-1, 1]); ``crops=0`` scores the whole image."""
         images = images.float()
+        n = self.crops if crops is None else crops
         sims = [
-            (clip.embed_image(random_crops(images, self.crops, clip.size, generator)) @ g).mean()
+            (clip.embed_image(random_crops(images, n, clip.size, generator) if n else images) @ g).mean()
             for clip, g in zip(self.clips, self.directions)
         ]
-        return -self.weight * torch.stack(sims).mean()
+        return torch.stack(sims).mean()
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return -self.weight * self.similarity(images, generator)
 
 
 @dataclass
@@ -139,10 +158,11 @@ class DinoGuidanceLoss:
     target: torch.Tensor
     weight: float = 200.0
     pixel_weight: float = 200.0
+    pre_norm: bool = False
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         images = images.float()
-        feats = self.dino.cls_token(images)
+        feats = self.dino.cls_token(images, pre_norm=self.pre_norm)
         loss = self.weight * F.mse_loss(feats, self.target_cls.expand_as(feats))
         if self.pixel_weight:
             loss = loss + self.pixel_weight * F.mse_loss(images, self.target.expand_as(images))
@@ -160,23 +180,26 @@ def text_guidance(
     source_text_weight: float = 0.4,
     source_image_weight: float = 0.2,
     templates: Sequence[str] = TEMPLATES,
+    raw_mean: bool = False,
 ) -> ClipGuidanceLoss:
     """The CLIP-direction style loss towards ``target_text`` for ``source_image`` (1, 3, H, W) in [-1, 1]."""
     if not clips:
         raise ValueError("text guidance needs at least one CLIP model")
     directions = tuple(
         clip_direction(c, target_text, source_image, source_text, source_text_weight=source_text_weight,
-                       source_image_weight=source_image_weight, templates=templates)
+                       source_image_weight=source_image_weight, templates=templates, raw_mean=raw_mean)
         for c in clips
     )
     return ClipGuidanceLoss(tuple(clips), directions, weight, crops)
 
 
 def image_guidance(
-    dino: DinoEncoder, style_image: torch.Tensor, *, weight: float = 200.0, pixel_weight: float = 200.0
+    dino: DinoEncoder, style_image: torch.Tensor, *, weight: float = 200.0, pixel_weight: float = 200.0,
+    pre_norm: bool = False,
 ) -> DinoGuidanceLoss:
-    """The DINO [CLS] + pixel style loss towards ``style_image`` (1, 3, H, W) in [-1, 1], at the output size."""
+    """The DINO [CLS] + pixel style loss towards ``style_image`` (1, 3, H, W) in [-1, 1], at the output size;
+    ``pre_norm`` takes [CLS] before the ViT's final norm (the released code)."""
     style_image = style_image.float().to(dino.device)
     with torch.no_grad():
-        target_cls = dino.cls_token(style_image)
-    return DinoGuidanceLoss(dino, target_cls, style_image, weight, pixel_weight)
+        target_cls = dino.cls_token(style_image, pre_norm=pre_norm)
+    return DinoGuidanceLoss(dino, target_cls, style_image, weight, pixel_weight, pre_norm)

@@ -11,3 +11,12 @@ CORRECTION: dict[str, str] = {
 """The semantic-discrepancy correction's variants (``methods.correction``), default first."""
 
 DEFAULT_CORRECTION = "released"
+
+AGG: dict[str, str] = {
+    "released": "the official code: refinement returns its pre-step value, adaptive CLIP weight, "
+                "80 ImageNet templates, DINO [CLS] before the final norm, its inversion",
+    "paper": "the paper's text: one MCG step, then the AdamW refinement applied",
+}
+"""Asymmetric Gradient Guidance's variants (``methods.agg.variant_config``), default first."""
+
+DEFAULT_AGG = "released"
