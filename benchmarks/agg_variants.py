@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.common import machine_info, machine_summary, write_results  # noqa: E402
-from dit_translate import api, images, metrics, sizes  # noqa: E402
+from dit_translate import api, images, sizes  # noqa: E402
 from dit_translate.methods.variants import AGG  # noqa: E402
 from dit_translate.store import default_store  # noqa: E402
 from dit_translate.tiny.data import load_photos, stylize  # noqa: E402

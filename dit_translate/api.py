@@ -26,7 +26,8 @@ from dit_translate import colour, images, metrics, sizes
 from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError
 from dit_translate.knobs import check, check_text
 from dit_translate.methods import losses
-from dit_translate.methods.agg import VARIANT_LOSSES, agg, ddim_baseline, variant_config
+from dit_translate.methods.agg import agg, ddim_baseline
+from dit_translate.methods.agg_variants import VARIANT_LOSSES, variant_config
 from dit_translate.methods.common import Progress, TranslationResult
 from dit_translate.methods.correction import DEFAULT_FEATURES as CORRECTION_FEATURES
 from dit_translate.methods.correction import VARIANTS, correct

@@ -6,16 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from dit_translate.encoders import ClipEncoder, DinoEncoder
-from dit_translate.methods.agg import (
-    AGGConfig,
+from dit_translate.methods.agg import AGGConfig, agg, min_steps_for_edit, refine_bias
+from dit_translate.methods.agg_inversion import invert_with_x0_adm
+from dit_translate.methods.agg_variants import variant_config
+from dit_translate.methods.losses import (
+    ClipGuidanceLoss,
     ProgressiveClip,
-    agg,
-    invert_with_x0_adm,
-    min_steps_for_edit,
-    refine_bias,
-    variant_config,
+    image_guidance,
+    imagenet_templates,
+    text_embedding,
 )
-from dit_translate.methods.losses import ClipGuidanceLoss, image_guidance, imagenet_templates, text_embedding
 from dit_translate.untrained import build_random_clip, build_random_dino
 
 

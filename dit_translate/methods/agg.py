@@ -33,25 +33,23 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from dit_translate.diffusion.ddim import (
     EpsFn,
-    StepInfo,
     Steps,
-    ddim_invert,
     ddim_sigma,
     ddim_update,
     output_to_eps,
     predict_x0,
 )
-from dit_translate.diffusion.denoiser import Denoiser, TextCondition
 from dit_translate.diffusion.models import DiffusionModels
 from dit_translate.knobs import check, check_int, check_range
+from dit_translate.methods.agg_inversion import invert_with_x0, invert_with_x0_adm
 from dit_translate.methods.common import (
     Progress,
     TranslationResult,
-    step_reporter,
     timed,
 )
 from dit_translate.methods.losses import (
     ClipGuidanceLoss,
+    ProgressiveClip,
     StyleLoss,
     noise_mix,
     range_loss,
@@ -132,28 +130,6 @@ class AGGConfig:
     def unguided(self) -> AGGConfig:
         """The same windows, etas and grid without guidance: AGG's DDIM baseline."""
         return dataclasses.replace(self, mcg=False, refine="none")
-
-
-VARIANT_FIELDS: dict[str, dict] = {
-    "released": {"steps": 100, "refine_output": "pre-step", "adaptive_clip": True, "inversion": "adm"},
-    "paper": {"steps": 100},
-}
-"""``AGGConfig`` fields of each variant (``methods.variants.AGG``): both use the official grid (100 respaced steps,
-skip 40: 19 edit, 20 middle and 21 last steps)."""
-
-VARIANT_LOSSES: dict[str, dict] = {
-    "released": {"imagenet_templates": True, "raw_mean": True, "pre_norm": True},
-    "paper": {"imagenet_templates": False, "raw_mean": False, "pre_norm": False},
-}
-"""How each variant builds its style loss (``api.guide``): CLIP's 80 ImageNet templates averaged as raw features,
-or our 6 templates averaged as unit vectors [I]; DINO [CLS] before or after the final norm."""
-
-
-def variant_config(variant: str, **fields) -> AGGConfig:
-    """The ``AGGConfig`` of ``variant`` ("released" or "paper"), with ``fields`` overriding its values."""
-    if variant not in VARIANT_FIELDS:
-        raise ValueError(f"unknown AGG variant {variant!r}; choose one of {', '.join(VARIANT_FIELDS)}")
-    return AGGConfig(**{**VARIANT_FIELDS[variant], **{k: v for k, v in fields.items() if v is not None}})
 
 
 def min_steps_for_edit(skip: float = 0.4, edit: float = 0.2, boost: float = 0.2) -> int:
@@ -262,66 +238,6 @@ def refine_bias(
             optimizer.step()
             losses.append(loss.item())
     return (point if pre_step else x0 + bias).detach(), losses
-
-
-def invert_with_x0(
-    denoiser: Denoiser, z0: torch.Tensor, run: Steps, cond: TextCondition | None, progress: Progress | None = None
-) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """``ddim_invert`` of ``z0`` over ``run`` (no CFG) -> the latent at ``run.timesteps[0]`` and
-    ``{t: x0_inv[t]}``, the Tweedie estimate of the inversion step that arrived at ``x_t``."""
-    x0s: dict[int, torch.Tensor] = {}
-    report = step_reporter(progress, "inverting the source")
-
-    def record(step: StepInfo) -> None:
-        x0s[step.t] = step.x0
-        if report is not None:
-            report(step)
-
-    latents = ddim_invert(lambda x, t: denoiser.unguided(x, t, cond), z0, run, denoiser.schedule, record)
-    return latents[run.timesteps[0]], x0s
-
-
-def invert_with_x0_adm(
-    denoiser: Denoiser, z0: torch.Tensor, run: Steps, cond: TextCondition | None, progress: Progress | None = None
-) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """The released code's inversion (``ddim_reverse_sample`` from index 0): ``z0`` stands at the lowest timestep
-    of ``run``; each step evaluates epsilon at its *source* level and keeps ``x0_inv[t] = x0_hat(x_t)``; one more
-    evaluation at the top level gives its ``x0_inv``. Returns the top latent and ``{t: x0_inv[t]}``."""
-    ascending = run.timesteps[::-1]
-    report = step_reporter(progress, "inverting the source")
-    x0s: dict[int, torch.Tensor] = {}
-    x = z0
-    for k, t in enumerate(ascending):
-        eps = denoiser.unguided(x, t, cond)
-        x0 = predict_x0(x, eps, denoiser.schedule.alpha(t))
-        x0s[t] = x0
-        if report is not None:
-            report(StepInfo(k, len(ascending), t, x, eps, x0))
-        if k + 1 < len(ascending):
-            x = ddim_update(x0, eps, denoiser.schedule.alpha(ascending[k + 1]))
-    return x, x0s
-
-
-@dataclass
-class ProgressiveClip:
-    """The released text runs' adaptive CLIP weight (``--use_prog_contrast --regularize_content``): ``last`` is the
-    last CLIP loss (``-cos``) any step computed, first the source image's (whole, no crops); the MCG step weighs
-    the CLIP term 2x while ``last > -0.5`` and 0.5x while ``last < -0.5``; the refinement keeps the weight."""
-
-    loss: ClipGuidanceLoss
-    last: float
-
-    def _score(self, images: torch.Tensor, generator: torch.Generator | None, factor: float) -> torch.Tensor:
-        sim = self.loss.similarity(images, generator)
-        self.last = -float(sim.detach())
-        return -self.loss.weight * factor * sim
-
-    def mcg(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        factor = 2.0 if self.last > -0.5 else 0.5 if self.last < -0.5 else 1.0
-        return self._score(images, generator, factor)
-
-    def refine(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self._score(images, generator, 1.0)
 
 
 def make_objective(

@@ -203,3 +203,25 @@ def image_guidance(
     with torch.no_grad():
         target_cls = dino.cls_token(style_image, pre_norm=pre_norm)
     return DinoGuidanceLoss(dino, target_cls, style_image, weight, pixel_weight, pre_norm)
+
+
+@dataclass
+class ProgressiveClip:
+    """The released text runs' adaptive CLIP weight (``--use_prog_contrast --regularize_content``): ``last`` is the
+    last CLIP loss (``-cos``) any step computed, first the source image's (whole, no crops); the MCG step weighs
+    the CLIP term 2x while ``last > -0.5`` and 0.5x while ``last < -0.5``; the refinement keeps the weight."""
+
+    loss: ClipGuidanceLoss
+    last: float
+
+    def _score(self, images: torch.Tensor, generator: torch.Generator | None, factor: float) -> torch.Tensor:
+        sim = self.loss.similarity(images, generator)
+        self.last = -float(sim.detach())
+        return -self.loss.weight * factor * sim
+
+    def mcg(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        factor = 2.0 if self.last > -0.5 else 0.5 if self.last < -0.5 else 1.0
+        return self._score(images, generator, factor)
+
+    def refine(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self._score(images, generator, 1.0)
