@@ -28,11 +28,16 @@ def test_nfe_follows_each_methods_accounting(models, setting):
     inversion = [t for t in models.steps(INVERSION).timesteps if t <= run.timesteps[0]]  # 601, 501, ..., 1
     assert len(run) == 4 and len(inversion) == 7
     assert m["sdedit"]["nfe"] == 2 * len(run) == 8
-    assert m["correct-released"]["nfe"] == m["sdedit"]["nfe"] + 1
+    # the released sampler's rule starts at index int(5 * (1 - 0.8)) = int(0.99999...) = 0: all 5 steps
+    released_run = models.steps(STEPS).ldm_tail(STRENGTH)
+    assert len(released_run) == 5
+    assert m["correct-released"]["nfe"] == m["correct-full"]["nfe"] == 2 * len(released_run) + 1
     assert m["correct-trajectory"]["nfe"] == m["sdedit"]["nfe"] + len(run)
     source_passes = int(0.8 * len(run))  # PnP's ResBlock window (tau_feat 0.8) outlasts the attention one (0.5)
     assert m["pnp"]["nfe"] == len(inversion) + 2 * len(run) + source_passes == 18
     assert m["pnp"]["extras"]["inversion_steps"] == len(inversion)
+    # pnp-diffusers' run: 50 steps from full inversion (on the 50-step grid here, below the 999 threshold)
+    assert m["pnp-official"]["nfe"] == 50 + 2 * 50 + int(0.8 * 50) == 190
     for r in m.values():
         assert len(r["runs"]) == 2 and r["seconds"] == pytest.approx(sum(r["runs"]) / 2)  # median of two
         assert r["peak_memory_mb"] == max(r["peak_memory_runs_mb"]) >= 0
@@ -51,7 +56,7 @@ def test_report_files_and_ratios_match_the_json(setting, tmp_path):
     md = paths["md"].read_text()
     m = report["settings"][0]["methods"]
     pairs = [("correct-released", "sdedit"), ("correct-trajectory", "sdedit"),
-             ("pnp", "correct-released"), ("pnp", "correct-trajectory")]
+             ("pnp", "correct-released"), ("pnp", "correct-trajectory"), ("pnp-official", "correct-released")]
     assert [k.split("/") for k in report["settings"][0]["ratios"]] == [list(p) for p in pairs]
     for num, den in pairs:
         r = report["settings"][0]["ratios"][f"{num}/{den}"]
