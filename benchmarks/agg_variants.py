@@ -27,24 +27,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import machine_info, machine_summary, write_results  # noqa: E402
+from benchmarks.common import held_out_photos, machine_info, machine_summary, write_results  # noqa: E402
 from dit_translate import api, images, sizes  # noqa: E402
 from dit_translate.methods.variants import AGG  # noqa: E402
 from dit_translate.store import default_store  # noqa: E402
-from dit_translate.tiny.data import load_photos, stylize  # noqa: E402
+from dit_translate.tiny.data import stylize  # noqa: E402
 
 TEXTS = ("a comic drawing", "a pencil sketch")
 STYLE = "watercolor"
-
-
-def held_out(photos: str | None, n: int) -> dict[str, Image.Image]:
-    """The first ``n`` held-out photos: scikit-image's (chelsea, coffee), then the Debian test split."""
-    found = {name: Image.fromarray(img) for name, img in load_photos("test").items()}
-    if photos:
-        from dit_translate.tiny.photos import load_extracted
-
-        found.update({name: Image.fromarray(img) for name, (img, _) in load_extracted(photos, "test").items()})
-    return dict(list(found.items())[:n])
 
 
 def dino_cosine(dino, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,7 +45,7 @@ def dino_cosine(dino, a: torch.Tensor, b: torch.Tensor) -> float:
 def run(photos: str | None, n: int, preset: str, seed: int) -> dict[str, Any]:
     store = default_store()
     dino = store.guidance(preset).dino()
-    pool = held_out(photos, n)
+    pool = held_out_photos(photos, n)
     names = list(pool)
     rows = []
     for i, name in enumerate(names):

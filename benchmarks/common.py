@@ -83,6 +83,19 @@ def chelsea(side: int) -> torch.Tensor:
     return images.to_tensor(sizes.resize_to(img.crop((left, top, left + s, top + s)), (side, side)))
 
 
+def held_out_photos(photos: str | None, n: int) -> dict[str, Image.Image]:
+    """The first ``n`` photos the tiny world never trained on: scikit-image's (chelsea, coffee), then the test
+    split of the extracted Debian photos in ``photos`` (``python -m dit_translate.tiny photos``), if given."""
+    from dit_translate.tiny.data import load_photos
+
+    found = {name: Image.fromarray(img) for name, img in load_photos("test").items()}
+    if photos:
+        from dit_translate.tiny.photos import load_extracted
+
+        found.update({name: Image.fromarray(img) for name, (img, _) in load_extracted(photos, "test").items()})
+    return dict(list(found.items())[:n])
+
+
 def sd15_size_models(device: torch.device, dtype: torch.dtype, seed: int = 0) -> DiffusionModels:
     """Random weights in Stable Diffusion 1.5's shapes: U-Net (859.5M), x8 VAE, 768-wide CLIP text encoder."""
     from diffusers import AutoencoderKL, DDIMScheduler

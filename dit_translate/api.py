@@ -103,6 +103,7 @@ class EditRequest:
     negative_prompt: str | None = None
     variant: str = DEFAULT_CORRECTION
     inversion_steps: int | None = None
+    inversion_prompt: str = ""
 
 
 def _whole_knobs(**knobs: object) -> dict[str, int | None]:
@@ -157,6 +158,7 @@ def edit(
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise ValueError("a prompt is required: describe the target, e.g. 'a comic drawing'")
     check_text("the negative prompt", request.negative_prompt)
+    check_text("the inversion prompt", request.inversion_prompt)
     request = replace(request, **_whole_knobs(steps=request.steps, inversion_steps=request.inversion_steps,
                                               seed=request.seed))
     img = images.load_image(image)  # a bad image fails before any model is loaded
@@ -190,7 +192,7 @@ def _run_edit(request: EditRequest, loaded: Loaded, source: torch.Tensor,
             inversion_steps = d.pnp_inversion_steps if set(run.timesteps) <= set(grid.timesteps) else common["steps"]
         return pnp(
             loaded.models, source, request.prompt,
-            inversion_steps=inversion_steps,
+            inversion_steps=inversion_steps, inversion_prompt=request.inversion_prompt or "",
             negative_prompt=PNP_NEGATIVE if request.negative_prompt is None else request.negative_prompt,
             strength=strength,
             features=loaded.preset.features("pnp", PNP_FEATURES),

@@ -116,16 +116,19 @@ def test_pnp_nfe_and_injection_windows(models, photo):
     assert torch.equal(out.image, again.image)  # deterministic
 
 
-def test_pnp_without_injection_is_ddim_from_the_inverted_latent(models, photo):
-    """tau=0 turns PnP into plain inversion + guided DDIM sampling; check it against that composition."""
+@pytest.mark.parametrize("inversion_prompt", ["", "a photo of an astronaut"])
+def test_pnp_without_injection_is_ddim_from_the_inverted_latent(models, photo, inversion_prompt):
+    """tau=0 turns PnP into plain inversion (with the inversion prompt, if any) + guided DDIM sampling; check it
+    against that composition."""
     from dit_translate.diffusion.ddim import ddim_invert, ddim_sample
 
-    out = pnp(models, photo, PROMPT, steps=10, inversion_steps=10, guidance=3.0, negative_prompt="", tau_feat=0, tau_attn=0)
+    out = pnp(models, photo, PROMPT, steps=10, inversion_steps=10, guidance=3.0, negative_prompt="", tau_feat=0,
+              tau_attn=0, inversion_prompt=inversion_prompt)
     den = models.denoiser()
     with torch.inference_mode():
         z0 = models.encode(photo)
         steps = models.steps(10)
-        empty, cond = models.empty_condition(), models.condition(PROMPT, "", 3.0)
+        empty, cond = models.condition(inversion_prompt), models.condition(PROMPT, "", 3.0)
         zT = ddim_invert(lambda x, t: den.unguided(x, t, empty), z0, steps, den.schedule)[steps.timesteps[0]]
         z = ddim_sample(lambda x, t: den(x, t, cond, 3.0), zT, steps, den.schedule)
         ref = models.decode(z)

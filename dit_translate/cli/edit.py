@@ -24,7 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default=DEFAULT_CORRECTION, choices=tuple(CORRECTION),
                    help="correction variant (--method correct): "
                         + "; ".join(f"{k}: {v}" for k, v in CORRECTION.items()))
-    p.add_argument("--inversion-steps", type=positive_int, help="PnP inversion steps (preset default)")
+    p.add_argument("--inversion-steps", type=positive_int,
+                   help="PnP inversion grid; must hold every sampling timestep (preset default, else the sampling grid)")
+    p.add_argument("--inversion-prompt", default="", help="PnP: prompt for the inversion only (default empty)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
     p.set_defaults(func=run)
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         negative_prompt=args.negative_prompt,
         variant=args.variant,
         inversion_steps=args.inversion_steps,
+        inversion_prompt=args.inversion_prompt,
     )
     store = default_store()
     result = api.edit(request, args.image, preset=args.preset, model=args.model, store=store,

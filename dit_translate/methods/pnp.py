@@ -1,6 +1,6 @@
 """Plug-and-Play diffusion features (Tumanyan et al., CVPR 2023), the slower baseline.
 
-1. Empty-prompt DDIM inversion of the source latent (posterior mean) on the grid of
+1. DDIM inversion (empty prompt, or ``inversion_prompt``) of the source latent (posterior mean) on the grid of
    ``inversion_steps`` (999 as the original, giving every timestep of the sampling grid), up to
    the timestep sampling starts from (the top of the schedule at ``strength=1``, the original).
 2. Sampling with ``steps`` DDIM steps and CFG. At each step ``t`` the inverted source latent at
@@ -71,11 +71,13 @@ def pnp(
     tau_feat: float = 0.8,
     tau_attn: float = 0.5,
     features: FeatureSet | None = None,
+    inversion_prompt: str = "",
     progress: Progress | None = None,
 ) -> TranslationResult:
     """Translate ``image`` (1, 3, H, W) in [-1, 1] with PnP; deterministic (no random numbers).
 
-    The ``inversion_steps`` grid must hold every sampling timestep (``compatible_inversion_steps``), so
+    ``inversion_prompt`` conditions the inversion only (pnp-diffusers' ``--inversion_prompt``; the source
+    passes keep the empty prompt, as there). The ``inversion_steps`` grid must hold every sampling timestep (``compatible_inversion_steps``), so
     each step injects the features of the source inverted to its own noise level; else ``ValueError``."""
     features = DEFAULT_FEATURES if features is None else features
     for name, value in (("strength", strength), ("guidance", guidance), ("tau_feat", tau_feat), ("tau_attn", tau_attn)):
@@ -94,10 +96,11 @@ def pnp(
     with torch.inference_mode(), timed() as elapsed:
         denoiser = models.denoiser()
         empty = models.empty_condition()
+        inverting = models.condition(inversion_prompt) if inversion_prompt else empty
         cond = models.condition(prompt, negative_prompt, guidance)
         z0 = models.encode(image)
         inverted = ddim_invert(
-            lambda x, t: denoiser.unguided(x, t, empty), z0, inv, denoiser.schedule,
+            lambda x, t: denoiser.unguided(x, t, inverting), z0, inv, denoiser.schedule,
             step_reporter(progress, "inverting the source"),
         )
         source = {t: inverted[t] for t in run.timesteps}
