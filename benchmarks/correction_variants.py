@@ -7,6 +7,10 @@ several strengths and seeds. Scores: SSIM to the source (structure kept) and the
 the prompt (edit achieved), by the same judges for every method.
 
     python benchmarks/correction_variants.py [--photos /work/tiny-runs/photos] [--n 6] [--out benchmarks/results]
+        [--protocol [--clip ID_OR_DIR] [--blip ID_OR_DIR]]
+
+``--protocol`` adds the correction paper's own scores (``dit_translate.protocols``: CLIP ViT-L/14 image similarity,
+CLIP text score against "cartoon style of <BLIP caption>", grey SSIM) where those weights load.
 
 Writes correction_variants.json, .md and .png (SSIM against CLIP score, one point per method and strength).
 """
@@ -30,7 +34,10 @@ PROMPT = "a comic drawing"
 METHODS = ("sdedit", *(f"correct-{v}" for v in CORRECTION))
 
 
-def run(photos: str | None, n: int, preset: str, strengths: list[float], seeds: list[int]) -> dict[str, Any]:
+def run(photos: str | None, n: int, preset: str, strengths: list[float], seeds: list[int],
+        protocol: Any = None) -> dict[str, Any]:
+    from dit_translate.images import to_pil
+
     store = default_store()
     rows = []
     for name, image in held_out_photos(photos, n).items():
@@ -46,6 +53,9 @@ def run(photos: str | None, n: int, preset: str, strengths: list[float], seeds: 
                                  "ssim": result.metrics["ssim_to_source"], "clip": clip.text[0],
                                  "nfe": result.nfe, "steps_run": result.extras["steps_run"],
                                  "seconds": round(result.seconds, 3)})
+                    if protocol is not None:
+                        paper = protocol.score(image, to_pil(result.image), prompt=PROMPT)
+                        rows[-1].update({f"paper_{k}": paper[k] for k in ("clip_image", "clip_text", "ssim_gray")})
                     print(f"{name} s={strength} seed={seed} {method}: SSIM {rows[-1]['ssim']:.3f}, "
                           f"CLIP {rows[-1]['clip']:.3f}, {rows[-1]['steps_run']} steps", file=sys.stderr)
     summary = {}
@@ -57,6 +67,7 @@ def run(photos: str | None, n: int, preset: str, strengths: list[float], seeds: 
                 "ssim_mean": statistics.mean(r["ssim"] for r in sel), "ssim_std": statistics.pstdev(r["ssim"] for r in sel),
                 "clip_mean": statistics.mean(r["clip"] for r in sel), "clip_std": statistics.pstdev(r["clip"] for r in sel),
                 "steps_run": sel[0]["steps_run"], "nfe": sel[0]["nfe"],
+                **{f"{k}_mean": statistics.mean(r[k] for r in sel) for k in sel[0] if k.startswith("paper_")},
             }
     return {"benchmark": "correction_variants", "preset": preset, "prompt": PROMPT, "strengths": strengths,
             "seeds": seeds, "photos": sorted({r["photo"] for r in rows}), "machine": machine_info(),
@@ -72,6 +83,13 @@ def markdown(report: dict[str, Any]) -> str:
     for s in report["summary"].values():
         lines.append(f"| {s['strength']} | {s['method']} | {s['steps_run']} | {s['nfe']} | "
                      f"{s['ssim_mean']:.3f} +- {s['ssim_std']:.3f} | {s['clip_mean']:.3f} +- {s['clip_std']:.3f} |")
+    paper = [s for s in report["summary"].values() if "paper_clip_text_mean" in s]
+    if paper:
+        lines += ["", "The correction paper's protocol (CLIP ViT-L/14 image similarity to the source, CLIP text score for "
+                  "'cartoon style of <BLIP caption>', grey SSIM):", "",
+                  "| strength | method | CLIP image | CLIP text | grey SSIM |", "|---|---|---|---|---|"]
+        lines += [f"| {s['strength']} | {s['method']} | {s['paper_clip_image_mean']:.4f} | {s['paper_clip_text_mean']:.4f} | "
+                  f"{s['paper_ssim_gray_mean']:.3f} |" for s in paper]
     lines += ["", f"Machine: {machine_summary(report['machine'])}", ""]
     return "\n".join(lines)
 
@@ -105,9 +123,17 @@ def main() -> None:
     parser.add_argument("--strengths", default="0.5,0.7")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--protocol", action="store_true", help="add the correction paper's protocol scores")
+    parser.add_argument("--clip", default=None, help="CLIP for the protocol (default openai/clip-vit-large-patch14)")
+    parser.add_argument("--blip", default=None, help="BLIP captioner (default Salesforce/blip-image-captioning-large)")
     args = parser.parse_args()
+    protocol = None
+    if args.protocol:
+        from dit_translate.protocols import BLIP_ID, CLIP_ID, load_protocol
+
+        protocol = load_protocol(args.clip or CLIP_ID, args.blip or BLIP_ID)
     report = run(args.photos, args.n, args.preset, [float(s) for s in args.strengths.split(",")],
-                 [int(s) for s in args.seeds.split(",")])
+                 [int(s) for s in args.seeds.split(",")], protocol)
     paths = write_results(report, args.out, "correction_variants", markdown, plot)
     print(markdown(report))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "dit_translate"
 FOUNDATION = ("errors", "refs", "knobs", "runtime", "files", "tokenizer", "diffusion.spec", "paired.config", "presets", "colour",
-              "images", "sizes", "training", "encoders", "untrained", "weights", "guidance", "metrics")
+              "images", "sizes", "training", "encoders", "untrained", "weights", "guidance", "metrics", "protocols")
 LAYERS = (FOUNDATION, ("diffusion",), ("methods",), ("paired",), ("store", "api", "about"), ("cli", "__main__"))
 
 
