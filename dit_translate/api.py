@@ -104,6 +104,7 @@ class EditRequest:
     variant: str = DEFAULT_CORRECTION
     inversion_steps: int | None = None
     inversion_prompt: str = ""
+    size: int | None = None
 
 
 def _whole_knobs(**knobs: object) -> dict[str, int | None]:
@@ -135,9 +136,23 @@ def edit_methods(methods: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(methods))
 
 
-def prepare_source(img: Image.Image, loaded: Loaded) -> torch.Tensor:
-    """Fit an RGB image to the preset's working size -> (1, 3, H, W) in [-1, 1]."""
-    return images.to_tensor(sizes.to_working_size(img, loaded.preset.size, loaded.models.size_multiple))
+def working_side(size: int | None, default: int, multiple: int) -> int:
+    """The working size (longer side, pixels) of a request: ``size`` if given (a multiple of the model's size factor
+    ``multiple``, within ``knobs.BOUNDS["size"]``), else ``default``."""
+    if size is None:
+        return default
+    size = check("size", size)
+    if size % multiple:
+        raise ValueError(f"size {size} is not a multiple of {multiple}, the model's size factor; "
+                         f"try {max(multiple, size // multiple * multiple)}")
+    return size
+
+
+def prepare_source(img: Image.Image, loaded: Loaded, size: int | None = None) -> torch.Tensor:
+    """Fit an RGB image to the working size (``size``, else the preset's or a ``--model``'s own) -> (1, 3, H, W)
+    in [-1, 1]."""
+    side = working_side(size, loaded.working_size, loaded.models.size_multiple)
+    return images.to_tensor(sizes.to_working_size(img, side, loaded.models.size_multiple))
 
 
 def edit(
@@ -160,7 +175,7 @@ def edit(
     check_text("the negative prompt", request.negative_prompt)
     check_text("the inversion prompt", request.inversion_prompt)
     request = replace(request, **_whole_knobs(steps=request.steps, inversion_steps=request.inversion_steps,
-                                              seed=request.seed))
+                                              seed=request.seed, size=request.size))
     img = images.load_image(image)  # a bad image fails before any model is loaded
     return _within_memory(f"{request.method} with preset {preset!r}",
                           lambda: _edit(request, img, (store or default_store()).get(preset, model), progress))
@@ -168,7 +183,7 @@ def edit(
 
 def _edit(request: EditRequest, img: Image.Image, loaded: Loaded, progress: Progress | None) -> TranslationResult:
     with loaded.lock:
-        source = prepare_source(img, loaded)
+        source = prepare_source(img, loaded, request.size)
         result = _run_edit(request, loaded, source, progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
     result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source)
@@ -224,6 +239,7 @@ class GuideRequest:
     guidance: float | None = None
     seed: int = 0
     variant: str = DEFAULT_AGG
+    size: int | None = None
 
 
 def guide(
@@ -255,7 +271,7 @@ def guide(
         raise ValueError("give either a target text or a style image, not both")
     if request.source_text and not text:
         raise ValueError("a source text only applies to text guidance: give a target text too")
-    request = replace(request, **_whole_knobs(steps=request.steps, seed=request.seed))
+    request = replace(request, **_whole_knobs(steps=request.steps, seed=request.seed, size=request.size))
     img = images.load_image(image)  # bad images fail before any model is loaded
     style_img = None if request.style_image is None else images.load_image(request.style_image)
     return _within_memory(f"AGG with preset {preset!r}", lambda: _guide(
@@ -268,7 +284,7 @@ def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.
     loaded = store.get(preset, model)
     guidance_models = store.guidance(loaded.preset)
     with loaded.lock:
-        source = prepare_source(img, loaded)
+        source = prepare_source(img, loaded, request.size)
         d = loaded.preset.defaults
         how = VARIANT_LOSSES[request.variant]
         if text:
@@ -305,16 +321,17 @@ def translate(
     steps: int | None = None,
     guidance: float | None = None,
     seed: int = 0,
+    size: int | None = None,
     store: ModelStore | None = None,
     progress: Progress | None = None,
 ) -> TranslationResult:
     """Paired translation of ``image`` (DiT or pix2pix) with the ``checkpoint`` folder, else ``preset``'s.
 
-    The image is fitted to the checkpoint's working size (longer side, aspect kept); ``None`` knobs take the
+    The image is fitted to ``size``, else the checkpoint's working size (longer side, aspect kept); ``None`` knobs take the
     checkpoint's defaults. Adds ``ssim_to_source`` to the metrics, for a DiT also ``clip_to_source``
     (``metrics.clip_image_similarity`` with the checkpoint's own CLIP), and whether the weights are untrained.
     """
-    knobs = _whole_knobs(steps=steps, seed=seed)
+    knobs = _whole_knobs(steps=steps, seed=seed, size=size)
     img = images.load_image(image)  # a bad image fails before any model is loaded
     what = f"checkpoint {checkpoint}" if checkpoint else f"preset {preset!r}"
     return _within_memory(f"paired translation with {what}", lambda: _translate(
@@ -322,11 +339,12 @@ def translate(
 
 
 def _translate(img: Image.Image, loaded: LoadedPaired, progress: Progress | None, *, steps: int | None,
-               guidance: float | None, seed: int) -> TranslationResult:
+               guidance: float | None, seed: int, size: int | None) -> TranslationResult:
     from dit_translate.paired.sampling import translate as translate_paired
 
     models = loaded.models
-    source = images.to_tensor(sizes.to_working_size(img, models.working_size, models.size_multiple))
+    side = working_side(size, models.working_size, models.size_multiple)
+    source = images.to_tensor(sizes.to_working_size(img, side, models.size_multiple))
     result = translate_paired(models, source, steps=steps, guidance=guidance, seed=seed, progress=progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
     if models.clip is not None:  # the DiT's own CLIP (pix2pix has none)

@@ -65,6 +65,13 @@ class Loaded:
     folder: Path
     untrained: bool
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    own_model: bool = False
+    """Loaded with ``model=`` (``--model``): the default working size is then the model's own, not the preset's."""
+
+    @property
+    def working_size(self) -> int:
+        """The default working side (longer side, pixels): the preset's ``size``, or the model's native size."""
+        return self.models.native_size if self.own_model else self.preset.size
 
 
 class ModelStore:
@@ -106,7 +113,7 @@ class ModelStore:
             with naming_bad_weights(f"preset {p.name!r}", folder):
                 models = DiffusionModels.from_pipeline_folder(folder, device=self.device, dtype=self.dtype,
                                                               name=p.name)
-            return Loaded(p, models, folder, untrained)
+            return Loaded(p, models, folder, untrained, own_model=bool(model))
 
         return self._load_once("_current", (p.name, p.model), load)
 

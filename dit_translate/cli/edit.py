@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inversion-steps", type=positive_int,
                    help="PnP inversion grid; must hold every sampling timestep (preset default, else the sampling grid)")
     p.add_argument("--inversion-prompt", default="", help="PnP: prompt for the inversion only (default empty)")
+    p.add_argument("--size", type=positive_int,
+                   help="working size: the longer side in pixels, a multiple of the model's size factor "
+                        "(default: the preset's; with --model, the model's own)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
     p.set_defaults(func=run)
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         variant=args.variant,
         inversion_steps=args.inversion_steps,
         inversion_prompt=args.inversion_prompt,
+        size=args.size,
     )
     store = default_store()
     result = api.edit(request, args.image, preset=args.preset, model=args.model, store=store,

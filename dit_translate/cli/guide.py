@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default=DEFAULT_AGG, choices=tuple(AGG),
                    help="; ".join(f"{k}: {v}" for k, v in AGG.items()))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=positive_int,
+                   help="working size: the longer side in pixels, a multiple of the model's size factor "
+                        "(default: the preset's; with --model, the model's own)")
     p.add_argument("--out", required=True, help="output image path (the AGG result)")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
     p.set_defaults(func=run)
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     request = api.GuideRequest(text=args.text, source_text=args.source_text, style_image=args.style_image,
-                               steps=args.steps, seed=args.seed, variant=args.variant)
+                               steps=args.steps, seed=args.seed, variant=args.variant,
+                               size=args.size)
     store = default_store()
     result = api.guide(request, args.image, preset=args.preset, model=args.model, store=store,
                        progress=None if args.json else tqdm_progress())

@@ -22,6 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, help="DDIM steps (checkpoint default)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = conditional only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=positive_int,
+                   help="working size: the longer side in pixels, a multiple of the model's size factor "
+                        "(default: the checkpoint's)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
     p.set_defaults(func=cmd_translate)
@@ -60,7 +63,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     store = default_store()
     result = api.translate(args.image, preset=args.preset, checkpoint=args.checkpoint, steps=args.steps,
-                           guidance=args.guidance, seed=args.seed, store=store,
+                           guidance=args.guidance, seed=args.seed, size=args.size, store=store,
                            progress=None if args.json else tqdm_progress())
     if result.extras["untrained"]:
         warn(f"checkpoint {result.extras['preset']!r} is an UNTRAINED random model (tiny world not trained yet)")

@@ -106,6 +106,12 @@ class DiffusionModels:
         return self.codec.factor
 
     @property
+    def native_size(self) -> int:
+        """The side the model was configured for: its network's ``sample_size`` times the VAE factor (512 for SD 1.5)."""
+        sample = self.unet.config.sample_size
+        return int(max(sample) if isinstance(sample, (tuple, list)) else sample) * self.scale_factor
+
+    @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this. A ``UNet2DConditionModel`` takes any latent size (it hands
         its skip connections' sizes to the upsamplers), so a latent model needs only the VAE factor, as in
