@@ -10,6 +10,11 @@ next to the variant's own unguided DDIM baseline (same seed, same inversion and 
     python benchmarks/agg_variants.py [--photos /work/tiny-runs/photos] [--n 6] [--out benchmarks/results]
 
 Writes agg_variants.json, .md and .png (mean gain over DDIM per variant with one standard deviation).
+
+``--scale-only`` measures the MCG step's scale rule instead (``agg_mcg_scale.{json,md,png}``): MCG-only AGG
+(``refine="none"``, the paper variant otherwise) with the default scale ``numel(decoded image) / 3*256*256`` against
+the earlier ``numel(latent) / 3*256*256``, text-guided towards "a comic drawing": how far each moves the result
+from DDIM (mean |AGG - DDIM| in pixels) and the CLIP text score gained.
 """
 
 from __future__ import annotations
@@ -77,6 +82,62 @@ def run(photos: str | None, n: int, preset: str, seed: int) -> dict[str, Any]:
             "style": STYLE, "machine": machine_info(), "rows": rows, "summary": summarise(rows)}
 
 
+def run_scale(photos: str | None, n: int, preset: str, seed: int) -> dict[str, Any]:
+    """MCG-only AGG under the two scale rules (see the module docstring)."""
+    from dit_translate.methods.agg import REFERENCE_NUMEL
+
+    store = default_store()
+    loaded = store.get(preset)
+    rows = []
+    for name, image in held_out_photos(photos, n).items():
+        for rule in ("image", "latent"):
+            options = {"refine": "none"}
+            if rule == "latent":
+                source = api.prepare_source(image.convert("RGB"), loaded)
+                with torch.no_grad():
+                    latent = loaded.models.encode(source.to(loaded.models.device))
+                options["mcg_scale"] = latent[0].numel() / REFERENCE_NUMEL
+            result = api.guide(api.GuideRequest(text=TEXTS[0], seed=seed, variant="paper"), image, preset=preset,
+                               store=store, options=options)
+            ddim, source = result.extras["ddim"], result.extras["source"]
+            clip = api.clip_scores([ddim.image, result.image], TEXTS[0], source, preset=preset, store=store)
+            rows.append({"photo": name, "rule": rule, "moved": float((result.image - ddim.image).abs().mean()),
+                         "score_gain": clip.text[1] - clip.text[0], "ssim_agg": result.metrics["ssim_to_source"]})
+            print(f"{name} {rule}: moved {rows[-1]['moved']:.4f}, CLIP gain {rows[-1]['score_gain']:+.4f}",
+                  file=sys.stderr)
+    summary = {rule: {k: statistics.mean(r[k] for r in rows if r["rule"] == rule) for k in ("moved", "score_gain", "ssim_agg")}
+               for rule in ("image", "latent")}
+    return {"benchmark": "agg_mcg_scale", "preset": preset, "seed": seed, "text": TEXTS[0],
+            "photos": sorted({r["photo"] for r in rows}), "machine": machine_info(), "rows": rows, "summary": summary}
+
+
+def scale_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# AGG's MCG scale rule, MCG step only ({report['preset']} preset)", "",
+             f"{len(report['photos'])} held-out photos, {report['text']!r}, seed {report['seed']}, refinement off.", "",
+             "| scale rule | mean abs(AGG - DDIM) | CLIP text gain | SSIM to source |", "|---|---|---|---|"]
+    for rule, s in report["summary"].items():
+        label = "numel(decoded image) / 196608 (default)" if rule == "image" else "numel(latent) / 196608 (before)"
+        lines.append(f"| {label} | {s['moved']:.4f} | {s['score_gain']:+.4f} | {s['ssim_agg']:.3f} |")
+    lines += ["", f"Machine: {machine_summary(report['machine'])}", ""]
+    return "\n".join(lines)
+
+
+def scale_plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    rules = list(report["summary"])
+    for ax, key, label in zip(axes, ("moved", "score_gain"), ("mean |AGG - DDIM|", "CLIP text gain")):
+        ax.bar(rules, [report["summary"][r][key] for r in rules], color=["#4c72b0", "#dd8452"])
+        ax.set_title(f"MCG only: {label}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per variant and mode (text / image): mean and std of the score gain over DDIM and of SSIM to the source."""
     out: dict[str, dict[str, Any]] = {}
@@ -139,7 +200,14 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--scale-only", action="store_true", help="measure the MCG scale rules instead")
     args = parser.parse_args()
+    if args.scale_only:
+        report = run_scale(args.photos, args.n, args.preset, args.seed)
+        paths = write_results(report, args.out, "agg_mcg_scale", scale_markdown, scale_plot)
+        print(scale_markdown(report))
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return
     report = run(args.photos, args.n, args.preset, args.seed)
     paths = write_results(report, args.out, "agg_variants", markdown, plot)
     print(markdown(report))

@@ -13,10 +13,11 @@ CORRECTION: dict[str, str] = {
 DEFAULT_CORRECTION = "released"
 
 AGG: dict[str, str] = {
+    "paper": "the paper's text: one MCG step, then the AdamW refinement applied",
     "released": "the official code: refinement returns its pre-step value, adaptive CLIP weight, "
                 "80 ImageNet templates, DINO [CLS] before the final norm, its inversion",
-    "paper": "the paper's text: one MCG step, then the AdamW refinement applied",
 }
-"""Asymmetric Gradient Guidance's variants (``methods.agg.variant_config``), default first."""
+"""Asymmetric Gradient Guidance's variants (``methods.agg_variants``), default first: ``paper`` won on held-out
+photos (benchmarks/results/agg_variants.md)."""
 
-DEFAULT_AGG = "released"
+DEFAULT_AGG = "paper"
