@@ -196,7 +196,7 @@ def test_bad_knobs_raise_clear_errors(models, photo, style, kwargs, match):
 # ---- the CLI ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", [["--text", "a comic drawing", "--source-text", "a photo"],
                                   ["--style-image", str(EXAMPLES / "coffee.jpg")]])
-def test_guide_cli_runs_end_to_end_on_a_real_photo(tmp_path, random_sd_folder, capsys, mode):
+def test_guide_cli_runs_end_to_end_on_a_real_photo(tmp_path, random_sd_folder, models, capsys, mode):
     from PIL import Image
 
     out = tmp_path / "out.png"
@@ -210,7 +210,8 @@ def test_guide_cli_runs_end_to_end_on_a_real_photo(tmp_path, random_sd_folder, c
     cfg = 2 if mode[0] == "--text" else 1  # text mode conditions the U-Net on the text with CFG
     assert payload["nfe"] == payload["baseline"]["nfe"] == 6 + cfg * 6
     w, h = payload["size"]
-    assert Image.open(out).size == (w, h) and w == load_preset("tiny").size  # the working size (longer side)
+    # --model without --size: the model's own size (U-Net sample_size x VAE factor), not the tiny preset's
+    assert Image.open(out).size == (w, h) and w == models.native_size != load_preset("tiny").size
 
 
 @pytest.mark.parametrize(
