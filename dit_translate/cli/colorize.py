@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dit_translate.cli.common import positive_int, warn
+from dit_translate.cli.common import add_dtype, positive_int, runs_on, store_for, warn
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,16 +26,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling methods (pix2pix is deterministic)")
     p.add_argument("--out", required=True, help="output image path (the input's size)")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
+    add_dtype(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dit_translate import api
     from dit_translate.images import check_destination, save_image, to_pil
-    from dit_translate.store import default_store
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
-    store = default_store()
+    store = store_for(args)
     result = api.colorize(args.image, method=args.method, preset=args.preset, checkpoint=args.checkpoint,
                           colorfulness=args.colorfulness, size=args.size, space=args.space, seed=args.seed,
                           store=store)
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     save_image(to_pil(result.image), args.out)
     m = result.metrics
     if args.json:
-        print(json.dumps({**result.to_json(), "device": str(store.device), "untrained": result.extras["untrained"],
+        print(json.dumps({**result.to_json(), **runs_on(store), "untrained": result.extras["untrained"],
                           "input_was_colour": result.extras["input_was_colour"],
                           "working_size": result.extras["working_size"], "colorfulness": args.colorfulness,
                           "space": args.space}))

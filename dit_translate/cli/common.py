@@ -34,6 +34,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def add_dtype(p: argparse.ArgumentParser) -> None:
+    """``--dtype``: the weights' precision (auto: float16 on CUDA, float32 elsewhere)."""
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="weights precision (auto: float16 on CUDA, float32 on CPU; bfloat16 runs on CPU too)")
+
+
+def store_for(args: argparse.Namespace):
+    """The model store for a command: the process-wide one, or one holding the weights in ``--dtype``."""
+    from dit_translate.store import ModelStore, default_store
+
+    dtype = getattr(args, "dtype", "auto")
+    return default_store() if dtype == "auto" else ModelStore(dtype=dtype)
+
+
+def runs_on(store) -> dict[str, str]:
+    """The ``--json`` fields saying where a command ran: ``{"device": "cpu", "dtype": "float32"}``."""
+    return {"device": str(store.device), "dtype": str(store.dtype).removeprefix("torch.")}
+
+
 def quiet_libraries() -> None:
     """Keep stderr for our own messages: no library progress bars or info logs."""
     import diffusers

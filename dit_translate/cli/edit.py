@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dit_translate.cli.common import positive_int, tqdm_progress, warn
+from dit_translate.cli.common import add_dtype, positive_int, runs_on, store_for, tqdm_progress, warn
 from dit_translate.methods.variants import CORRECTION, DEFAULT_CORRECTION
 
 
@@ -25,20 +25,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="correction variant (--method correct): "
                         + "; ".join(f"{k}: {v}" for k, v in CORRECTION.items()))
     p.add_argument("--inversion-steps", type=positive_int,
-                   help="PnP inversion grid; must hold every sampling timestep (preset default, else the sampling grid)")
+                   help="PnP inversion grid; must hold every sampling timestep "
+                        "(preset default, else the sampling grid)")
     p.add_argument("--inversion-prompt", default="", help="PnP: prompt for the inversion only (default empty)")
     p.add_argument("--size", type=positive_int,
                    help="working size: the longer side in pixels, a multiple of the model's size factor "
                         "(default: the preset's; with --model, the model's own)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
+    add_dtype(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dit_translate import api
     from dit_translate.images import check_destination, save_image, to_pil
-    from dit_translate.store import default_store
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     request = api.EditRequest(
@@ -54,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
         inversion_prompt=args.inversion_prompt,
         size=args.size,
     )
-    store = default_store()
+    store = store_for(args)
     result = api.edit(request, args.image, preset=args.preset, model=args.model, store=store,
                       progress=None if args.json else tqdm_progress())
     if result.extras.get("untrained"):
         warn(f"preset {args.preset!r} runs on UNTRAINED random weights (tiny world not trained yet)")
     save_image(to_pil(result.image), args.out)
     if args.json:
-        print(json.dumps({**result.to_json(), "device": str(store.device)}))
+        print(json.dumps({**result.to_json(), **runs_on(store)}))
     else:
         print(f"{result.method}: {result.seconds:.2f} s, {result.nfe} U-Net evaluations, "
               f"SSIM to source {result.metrics['ssim_to_source']:.3f} -> {args.out}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dit_translate.cli.common import positive_int, tqdm_progress, warn
+from dit_translate.cli.common import add_dtype, positive_int, runs_on, store_for, tqdm_progress, warn
 from dit_translate.methods.variants import AGG, DEFAULT_AGG
 
 
@@ -29,19 +29,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the preset's; with --model, the model's own)")
     p.add_argument("--out", required=True, help="output image path (the AGG result)")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
+    add_dtype(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dit_translate import api
     from dit_translate.images import check_destination, save_image, to_pil
-    from dit_translate.store import default_store
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     request = api.GuideRequest(text=args.text, source_text=args.source_text, style_image=args.style_image,
                                steps=args.steps, seed=args.seed, variant=args.variant,
                                size=args.size)
-    store = default_store()
+    store = store_for(args)
     result = api.guide(request, args.image, preset=args.preset, model=args.model, store=store,
                        progress=None if args.json else tqdm_progress())
     if result.extras["untrained"]:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     save_image(to_pil(result.image), args.out)
     m, ddim = result.metrics, result.extras["ddim"]
     if args.json:
-        print(json.dumps({**result.to_json(), "device": str(store.device),
+        print(json.dumps({**result.to_json(), **runs_on(store),
                           "baseline": {k: v for k, v in ddim.to_json().items() if k in ("method", "seconds", "nfe")}}))
     else:
         print(f"agg: {result.seconds:.2f} s, {result.nfe} U-Net evaluations; guidance loss {m['guidance_loss_agg']:.3f} "

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from dit_translate.cli.common import positive_int, tqdm_progress, warn
+from dit_translate.cli.common import add_dtype, positive_int, runs_on, store_for, tqdm_progress, warn
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the checkpoint's)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
+    add_dtype(p)
     p.set_defaults(func=cmd_translate)
 
     p = subparsers.add_parser("train", help="train a paired DiT (or the pix2pix baseline) with accelerate")
@@ -52,16 +53,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-backbone", default="", help="local torchvision backbone weights (default: torch hub cache)")
     p.add_argument("--out", help="report folder (default: <first checkpoint>/eval)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_dtype(p)
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from dit_translate import api
     from dit_translate.images import check_destination, save_image, to_pil
-    from dit_translate.store import default_store
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
-    store = default_store()
+    store = store_for(args)
     result = api.translate(args.image, preset=args.preset, checkpoint=args.checkpoint, steps=args.steps,
                            guidance=args.guidance, seed=args.seed, size=args.size, store=store,
                            progress=None if args.json else tqdm_progress())
@@ -71,7 +72,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         warn("this checkpoint is conditioned on an UNTRAINED random CLIP")
     save_image(to_pil(result.image), args.out)
     if args.json:
-        print(json.dumps({**result.to_json(), "device": str(store.device), "untrained": result.extras["untrained"]}))
+        print(json.dumps({**result.to_json(), **runs_on(store), "untrained": result.extras["untrained"]}))
     else:
         print(f"{result.method}: {result.seconds:.2f} s, {result.nfe} network evaluations, "
               f"SSIM to source {result.metrics['ssim_to_source']:.3f} -> {args.out}")
@@ -94,9 +95,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dit_translate.metrics import load_lpips
     from dit_translate.paired import evaluate
     from dit_translate.paired.loading import load_paired
-    from dit_translate.store import default_store
 
-    store = default_store()  # device and dtype only: eval holds several checkpoints at once
+    store = store_for(args)  # device and dtype only: eval holds several checkpoints at once
     checkpoints = [load_paired(path, store.device, store.dtype) for path in args.checkpoint]
     features = load_feature_clip(args.features, store.device) if args.features else None
     try:
