@@ -370,6 +370,7 @@ def run_editing(
     methods: list[str],
     variant: str,
     inversion_steps: int,
+    size: int = 0,
     progress=gr.Progress(),
 ):
     """SDEdit / correction / PnP side by side: (gallery, metrics table, downloadable files, note)."""
@@ -387,7 +388,7 @@ def run_editing(
             label = METHOD_LABELS[method] + (f" ({variant})" if method == "correct" else "")
             request = api.EditRequest(
                 method=method, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
-                variant=variant, inversion_steps=inversion_steps,
+                variant=variant, inversion_steps=inversion_steps, size=size or None,
             )
             result = api.edit(request, original, preset=preset, progress=_reporter(progress, label, deadline))
             runs.append((method, label, result))
@@ -420,6 +421,7 @@ def run_guided(
     reg_weight: float,
     symmetric: bool,
     variant: str = DEFAULT_AGG,
+    size: int = 0,
     progress=gr.Progress(),
 ):
     """AGG next to the unguided DDIM result of the same seed: (slider pair, gallery, metrics table, files, note)."""
@@ -438,7 +440,7 @@ def run_guided(
             text=text if text_mode else None,
             source_text=(source_text or None) if text_mode else None,
             style_image=None if text_mode else images.load_image(style_image, max_pixels=MAX_PIXELS),
-            steps=steps, guidance=guidance, seed=seed, variant=variant,
+            steps=steps, guidance=guidance, seed=seed, variant=variant, size=size or None,
         )
         result = api.guide(request, original, preset=preset, options=options, progress=_reporter(progress, "AGG", deadline))
         baseline = result.extras["ddim"]
@@ -523,6 +525,12 @@ def _seed_row():
 
 def example_path(name: str) -> str:
     return os.path.join(EXAMPLES_DIR, name)
+
+
+def _size_input() -> gr.Number:
+    """The working-size control (longer side in pixels; 0 = the preset's own size)."""
+    return gr.Number(0, precision=0, minimum=0, maximum=1024, label="Working size, longer side in pixels (0 = the "
+                     "preset's; a multiple of the model's size factor)")
 
 
 def _examples(fn, inputs: list, outputs: list, overrides: list[dict], visible: list, api_name: str) -> None:
@@ -631,6 +639,7 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                         inversion_steps = gr.Slider(
                             10, 999, value=defaults.pnp_inversion_steps, step=1, label="PnP inversion steps"
                         )
+                        size = _size_input()
                     run = gr.Button("Run", variant="primary")
                 with gr.Column():
                     gallery = gr.Gallery(label="Results", columns=4, height="auto")
@@ -640,8 +649,9 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                         interactive=False,
                     )
                     files = gr.File(label="Download", file_count="multiple")
-            _name_knobs(strength=strength, steps=steps, guidance=guidance, seed=seed, inversion_steps=inversion_steps)
-            inputs = [image, prompt, preset, strength, steps, guidance, seed, methods, variant, inversion_steps]
+            _name_knobs(strength=strength, steps=steps, guidance=guidance, seed=seed, inversion_steps=inversion_steps,
+                        size=size)
+            inputs = [image, prompt, preset, strength, steps, guidance, seed, methods, variant, inversion_steps, size]
             outputs = [gallery, table, files, note]
             run.click(run_editing, inputs, outputs, api_name="edit", concurrency_limit=1)
             _examples(run_editing, inputs, outputs,
@@ -680,6 +690,8 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                         g_symmetric = gr.Checkbox(False, label="Symmetric update (ablation)")
                     g_variant = gr.Radio([(f"{name}: {text}", name) for name, text in AGG_VARIANTS.items()],
                                          value=DEFAULT_AGG, label="AGG variant")
+                    with gr.Accordion("Working size", open=False):
+                        g_size = _size_input()
                     g_run = gr.Button("Run", variant="primary")
                 with gr.Column():
                     g_slider = gr.ImageSlider(label="DDIM (unguided) | AGG", type="filepath")
@@ -692,9 +704,9 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                     )
                     g_files = gr.File(label="Download", file_count="multiple")
             _name_knobs(steps=g_steps, guidance=g_guidance, seed=g_seed, skip=g_skip, edit=g_edit, eta_edit=g_eta_edit,
-                        lr=g_lr, inner_steps=g_inner, reg_weight=g_reg)
+                        lr=g_lr, inner_steps=g_inner, reg_weight=g_reg, size=g_size)
             g_inputs = [g_image, g_mode, g_text, g_source_text, g_style, preset, g_steps, g_guidance, g_seed,
-                        g_skip, g_edit, g_eta_edit, g_lr, g_inner, g_reg, g_symmetric, g_variant]
+                        g_skip, g_edit, g_eta_edit, g_lr, g_inner, g_reg, g_symmetric, g_variant, g_size]
             g_outputs = [g_slider, g_gallery, g_table, g_files, g_note]
             g_run.click(run_guided, g_inputs, g_outputs, api_name="guide", concurrency_limit=1)
             _examples(run_guided, g_inputs, g_outputs,
