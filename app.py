@@ -388,7 +388,7 @@ def run_editing(
             label = METHOD_LABELS[method] + (f" ({variant})" if method == "correct" else "")
             request = api.EditRequest(
                 method=method, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
-                variant=variant, inversion_steps=inversion_steps, size=size or None,
+                variant=variant, inversion_steps=inversion_steps or None, size=size or None,
             )
             result = api.edit(request, original, preset=preset, progress=_reporter(progress, label, deadline))
             runs.append((method, label, result))
@@ -637,8 +637,9 @@ def build_demo(default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
                             value=DEFAULT_CORRECTION, label="Correction variant",
                         )
                         inversion_steps = gr.Slider(
-                            10, 999, value=defaults.pnp_inversion_steps, step=1, label="PnP inversion steps"
-                        )
+                            0, 999, value=0, step=1,
+                            label="PnP inversion grid (0 = automatic: the preset's when it holds every sampling "
+                                  "timestep, else the sampling grid)")
                         size = _size_input()
                     run = gr.Button("Run", variant="primary")
                 with gr.Column():

@@ -17,6 +17,7 @@ raises ``MissingWeightsError`` with the command that fetches them. Images are PI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,14 @@ BLIP_ID = "Salesforce/blip-image-captioning-large"
 STYLES = {"cartoon": "cartoon style of ", "realistic": "realistic style of "}
 
 
-def _load(cls: Any, ref: str, what: str) -> Any:
-    """``cls.from_pretrained(ref)`` from a local folder, the HF cache, or (online) the Hub; one clear error else."""
+def _loading(what: str, ref: str, load: Callable[[bool], Any]) -> Any:
+    """``load(local_files_only)`` for ``ref`` (a local folder, the HF cache, or online the Hub); one error else."""
     local = Path(ref).is_dir()
     try:
-        return cls.from_pretrained(ref, local_files_only=local or hub_offline())
+        return load(local or hub_offline())
     except OSError as e:
-        where = f"the folder {ref}" if local else f"{ref!r} (not in the Hugging Face cache{', offline' if hub_offline() else ''})"
+        offline = ", offline" if hub_offline() else ""
+        where = f"the folder {ref}" if local else f"{ref!r} (not in the Hugging Face cache{offline})"
         raise MissingWeightsError(
             f"the paper protocol's {what} cannot be loaded from {where}; fetch it with `hf download {ref}` "
             f"or pass a local folder ({type(e).__name__})") from None
@@ -98,10 +100,14 @@ def load_protocol(clip: str = CLIP_ID, blip: str | None = BLIP_ID) -> Protocol:
     """The judges from hub ids or local folders; ``blip=None`` scores against the prompt instead of a caption."""
     from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPModel, CLIPProcessor
 
-    clip_model = _load(CLIPModel, clip, "CLIP model").eval()
-    clip_processor = _load(CLIPProcessor, clip, "CLIP processor")
+    clip_model = _loading("CLIP model", clip, lambda only: CLIPModel.from_pretrained(
+        clip, local_files_only=only, use_safetensors=True)).eval()
+    clip_processor = _loading("CLIP processor", clip, lambda only: CLIPProcessor.from_pretrained(
+        clip, local_files_only=only))
     blip_model = blip_processor = None
     if blip is not None:
-        blip_model = _load(BlipForConditionalGeneration, blip, "BLIP captioner").eval()
-        blip_processor = _load(BlipProcessor, blip, "BLIP processor")
+        blip_model = _loading("BLIP captioner", blip, lambda only: BlipForConditionalGeneration.from_pretrained(
+            blip, local_files_only=only, use_safetensors=True)).eval()
+        blip_processor = _loading("BLIP processor", blip, lambda only: BlipProcessor.from_pretrained(
+            blip, local_files_only=only))
     return Protocol(clip_model, clip_processor, blip_model, blip_processor, name=clip)

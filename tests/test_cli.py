@@ -29,8 +29,11 @@ def test_edit_json_and_output(tmp_path, photo_file, random_sd_folder, capsys):
     assert payload["method"] == "correct-released" and payload["nfe"] == 2 * 3 + 1
     assert payload["device"] == "cpu" and 0 <= payload["metrics"]["ssim_to_source"] <= 1
     w, h = payload["size"]
-    side = load_preset("tiny").size  # the working size (longer side); the aspect ratio kept up to the VAE factor (4)
-    assert Image.open(out).size == (w, h) and w == side and h % 4 == 0 and abs(h - side * 300 / 451) <= 2
+    # --model without --size: the model's own size (U-Net sample_size 8 x VAE factor 2 = 16), not the tiny preset's;
+    # the aspect ratio kept up to the VAE factor
+    side = 16
+    assert side != load_preset("tiny").size
+    assert Image.open(out).size == (w, h) and w == side and h % 2 == 0 and abs(h - side * 300 / 451) <= 2
 
 
 @pytest.mark.parametrize(

@@ -273,7 +273,7 @@ class TestPrompts:
 
     def test_long_guidance_texts_warn_for_clip_too(self, caplog):
         with caplog.at_level(logging.WARNING):
-            result = api.guide(api.GuideRequest(text=LONG_PROMPT, source_text=LONG_PROMPT, steps=2), photo())
+            result = api.guide(api.GuideRequest(text=LONG_PROMPT, source_text=LONG_PROMPT, steps=8), photo())
         assert torch.isfinite(result.image).all()
         messages = [r.getMessage() for r in caplog.records]
         assert any(m.startswith("text is ") and "truncated to CLIP" in m for m in messages)
@@ -603,7 +603,7 @@ def _run_editing(app, image, **kw):
 
 def _run_guided(app, image, **kw):
     args = {"mode": "text", "text": "a comic drawing", "source_text": "", "style_image": None, "preset": "tiny",
-            "steps": 5, "guidance": 3.0, "seed": 0, "skip": 0.4, "edit": 0.2, "eta_edit": 0.7, "lr": 0.02,
+            "steps": 8, "guidance": 3.0, "seed": 0, "skip": 0.4, "edit": 0.2, "eta_edit": 0.7, "lr": 0.02,
             "inner_steps": 1, "reg_weight": 200.0, "symmetric": False, **kw}
     return app.run_guided(image, **args, progress=_no_progress)
 

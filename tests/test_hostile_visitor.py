@@ -455,8 +455,9 @@ def _jpeg_bytes() -> bytes:
     return (ROOT / "assets" / "examples" / "chelsea.jpg").read_bytes()
 
 
-EDIT = ["a comic drawing", "tiny", 1.0, 2, 1.0, 0, ["sdedit"], "released", 10]
-"""The /edit knobs after the image: prompt, preset, strength, steps, guidance, seed, methods, variant, inversion."""
+EDIT = ["a comic drawing", "tiny", 1.0, 2, 1.0, 0, ["sdedit"], "released", 10, 0]
+"""The /edit knobs after the image: prompt, preset, strength, steps, guidance, seed, methods, variant, inversion,
+working size (0 = the preset's)."""
 
 
 @pytest.mark.parametrize(("index", "value", "message"), [

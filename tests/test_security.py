@@ -298,7 +298,7 @@ def _upload(url: str, data: bytes, name: str = "photo.png"):
 
 
 def _edit_args(image: dict, preset: str = "tiny") -> list:
-    return [image, "a comic drawing", preset, 1.0, 2, 1.0, 0, ["sdedit"], "released", 10]
+    return [image, "a comic drawing", preset, 1.0, 2, 1.0, 0, ["sdedit"], "released", 10, 0]
 
 
 def _photo_bytes() -> bytes:
@@ -424,7 +424,7 @@ APP_SESSION = textwrap.dedent("""
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     photo = Image.open("assets/examples/chelsea.jpg")
     report["edit"] = api.edit(api.EditRequest("correct", "a comic drawing", steps=2), photo).nfe
-    report["guide"] = api.guide(api.GuideRequest(text="a comic drawing", steps=5), photo).nfe
+    report["guide"] = api.guide(api.GuideRequest(text="a comic drawing", steps=8), photo).nfe
     demo.close()
     print(json.dumps(report))
 """)
