@@ -29,10 +29,10 @@ from dit_translate import about, api, images, runtime, sizes  # noqa: E402
 from dit_translate.errors import MemoryExhaustedError, MissingWeightsError, TimeLimitError  # noqa: E402
 from dit_translate.images import ImageError  # noqa: E402
 from dit_translate.knobs import MAX_TEXT_CHARS  # noqa: E402
-from dit_translate.methods.variants import CORRECTION as CORRECTION_VARIANTS  # noqa: E402
 from dit_translate.methods.agg import min_steps_for_edit  # noqa: E402
 from dit_translate.methods.agg_variants import VARIANT_FIELDS  # noqa: E402
 from dit_translate.methods.variants import AGG as AGG_VARIANTS  # noqa: E402
+from dit_translate.methods.variants import CORRECTION as CORRECTION_VARIANTS  # noqa: E402
 from dit_translate.methods.variants import DEFAULT_AGG, DEFAULT_CORRECTION  # noqa: E402
 from dit_translate.presets import PAIRED_KINDS, PresetError, load_preset  # noqa: E402
 from dit_translate.store import default_store  # noqa: E402
