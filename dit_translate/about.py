@@ -46,8 +46,8 @@ METHODS = (
            "Meng et al., SDEdit: Guided Image Synthesis and Editing with Stochastic Differential Equations, "
            "ICLR 2022", "https://arxiv.org/abs/2108.01073"),
     Method("Semantic-discrepancy correction",
-           ("SDEdit plus one U-Net pass on the clean source, whose decoder self-attention and features "
-            "replace the erroneous ones of the SDEdit pass.",
+           ("SDEdit plus one U-Net pass on the clean source, whose decoder self-attention maps replace the "
+            "erroneous ones of the SDEdit pass (the ResBlock features too in the 'full' variant).",
             "Training-free; keeps the layout that SDEdit's noise breaks, at about SDEdit's cost."),
            "Yuan et al., Dissecting and Mitigating Semantic Discrepancy in Stable Diffusion for "
            "Image-to-Image Translation, IEEE/CAA J. Autom. Sinica 2025", "https://doi.org/10.1109/JAS.2024.124800"),
