@@ -227,7 +227,7 @@ class PairedDataset(torch.utils.data.Dataset):
             item = joint_transform(source, target, self.size, self.load_size, rng, self.spec.flip)
             if self.spec.layout == "colorization":
                 item = with_lab(item)
-            return {**item, "index": torch.tensor(i)}
+            return {**item, "index": torch.tensor(i), "seed": torch.tensor(seed, dtype=torch.int64)}
         raise DataError(f"none of the {len(self.pairs)} pairs could be read (see the warnings above)")
 
 

@@ -3,8 +3,8 @@
 Encoding source and target costs a tiny DiT about as much as its own forward and backward pass. When
 the data augmentation is only a mirror image (``PairedDataset.fixed_crop``), every latent a run can
 need is one of ``2 x len(dataset)``: the cache holds the scaled posterior mean and std of both
-images of every pair, mirrored and not, and a step draws its posterior sample from them with the
-step's generator (the draws ``LatentCodec.encode`` makes). Memory: ``2 x 3 x C x h x w`` floats per
+images of every pair, mirrored and not, and the training step draws each sample's posterior sample from
+them (``paired.train``). Memory: ``2 x 3 x C x h x w`` floats per
 pair (25 KB for the tiny world's 4 x 16 x 16 latents, 98 KB for SD's at 256 px); kept on the CPU.
 """
 
@@ -55,10 +55,10 @@ class LatentCache:
             raise ValueError("no pair of the dataset could be read")
         return cls(*entries)
 
-    def lookup(self, index: torch.Tensor, flip: torch.Tensor, generator: torch.Generator | None,
-               device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """(target latents sampled with ``generator``, source latents at the posterior mode), each (B, C, h, w),
-        for items with these ``index`` and ``flip`` values (from the batch)."""
+    def moments(self, index: torch.Tensor, flip: torch.Tensor, device: torch.device,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(target posterior mean, its std, source latents at the posterior mode), each (B, C, h, w), for items
+        with these ``index`` and ``flip`` values (from the batch)."""
         index, flip = index.cpu().long(), flip.cpu().long()
         mean, std = (t[index, flip].to(device, dtype) for t in (self.target_mean, self.target_std))
-        return LatentCodec.sample(mean, std, generator), self.source_mean[index, flip].to(device, dtype)
+        return mean, std, self.source_mean[index, flip].to(device, dtype)

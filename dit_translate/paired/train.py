@@ -108,21 +108,28 @@ class DiTRecipe(Recipe):
         self.latents = LatentCache.build(dataset, self.codec, self.accelerator.device, self.train_spec.batch_size,
                                          progress=progress and self.accelerator.is_main_process)
 
-    def losses(self, batch: Batch, g: torch.Generator) -> dict[str, torch.Tensor]:
-        """The loss of one micro-batch and its parts (see the module docstring)."""
+    def losses(self, batch: Batch, g: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The loss of one micro-batch and its parts (see the module docstring).
+
+        Every random draw of a sample (its latent's posterior sample, timestep, noise, condition dropout) comes
+        from a generator seeded by that sample's own seed (``batch["seed"]``, from its global position in the
+        stream), so N processes with micro-batch b draw exactly what one process with micro-batch N*b draws.
+        """
         t_spec, device = self.train_spec, self.accelerator.device
         source, target = batch["source"], batch["target"]
-        b = source.shape[0]
+        gens = [torch.Generator().manual_seed(int(s)) for s in batch["seed"]]
         with torch.no_grad():
             concat = self.spec.dit.source_concat
             if self.latents is not None:
-                z0, source_latent = self.latents.lookup(batch["index"], batch["flip"], g, device, source.dtype)
+                mean, std, source_latent = self.latents.moments(batch["index"], batch["flip"], device, source.dtype)
             else:
-                z0, source_latent = self.codec.encode(target, g), self.codec.encode(source) if concat else None
+                (mean, std), source_latent = self.codec.moments(target), self.codec.encode(source) if concat else None
+            z0 = mean + std * torch.stack([torch.randn(mean.shape[1:], generator=gi) for gi in gens]).to(mean)
             cond = self.clip.embed_image(source)
-        t = torch.randint(0, self.spec.diffusion.num_train_timesteps, (b,), generator=g).to(device)
-        noise = torch.randn(z0.shape, generator=g).to(device, z0.dtype)
-        keep = (torch.rand(b, generator=g) >= self.spec.dit.cond_dropout).to(device)
+        T = self.spec.diffusion.num_train_timesteps
+        t = torch.stack([torch.randint(0, T, (), generator=gi) for gi in gens]).to(device)
+        noise = torch.stack([torch.randn(z0.shape[1:], generator=gi) for gi in gens]).to(device, z0.dtype)
+        keep = (torch.stack([torch.rand((), generator=gi) for gi in gens]) >= self.spec.dit.cond_dropout).to(device)
         a = self.alphas[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
         prediction = self.spec.diffusion.prediction_type
