@@ -86,7 +86,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     preset = load_preset(args.config)
     result = train(preset, args.data, args.out, max_steps=args.max_steps, model_kind=args.model_kind)
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
-    print(f"trained {preset.name} to step {result.step}{resumed}, {result.seconds:.1f} s of training -> {result.out}")
+    procs = f" on {result.processes} processes" if result.processes > 1 else ""
+    if result.main_process:
+        print(f"trained {preset.name} to step {result.step}{resumed}{procs}, {result.seconds:.1f} s of training "
+              f"-> {result.out}")
     return 0
 
 

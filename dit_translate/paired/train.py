@@ -137,6 +137,10 @@ class DiTRecipe(Recipe):
         mse = F.mse_loss(output.float(), training_target(z0, noise, a, prediction).float())
         out = {"loss": mse, "mse": mse}
         aux = t < t_spec.aux_t_max
+        # the auxiliary terms are logged even when no sample of this micro-batch is below aux_t_max, so every
+        # process logs the same keys (they are averaged across processes)
+        out.update({k: torch.zeros((), device=device) for k, on in (("clip", t_spec.lambda_clip > 0),
+                                                                    ("lpips", self.lpips is not None)) if on})
         if (t_spec.lambda_clip > 0 or self.lpips is not None) and bool(aux.any()):
             eps = output_to_eps(output[aux], z_t[aux], a[aux], prediction)
             image = self.codec.decode(predict_x0(z_t[aux], eps, a[aux])).float()
@@ -177,6 +181,8 @@ class TrainResult:
     step: int
     resumed_from: int
     seconds: float
+    processes: int = 1
+    main_process: bool = True
 
 
 def _run_record(preset: Preset, kind: str) -> dict[str, Any]:
@@ -289,7 +295,11 @@ def train(
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout and any other global draw
         batches = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(loader).items()}
                    for _ in range(t.grad_accum)]
-        return recipe.update(batches, g)
+        logs = recipe.update(batches, g)
+        if accelerator.num_processes > 1:  # log the means over every process's micro-batches, not rank 0's
+            values = accelerator.reduce(torch.tensor(list(logs.values()), device=accelerator.device), "mean")
+            logs = dict(zip(logs, values.tolist()))
+        return logs
 
     def sample(at: int) -> None:
         if main and (at % t.sample_every == 0 or at == stop):
@@ -311,4 +321,4 @@ def train(
         samples_per_step=t.batch_size * t.grad_accum * accelerator.num_processes, log_every=t.log_every,
         save_every=t.save_every, save=save, log=LossLog(out / "loss.csv", step) if main else None,
         log_extra=lambda: {"lr": recipe.lr()}, after_step=sample, desc=f"train {kind}", show=main and progress)
-    return TrainResult(out, max(step, stop), resumed_from, seconds)
+    return TrainResult(out, max(step, stop), resumed_from, seconds, accelerator.num_processes, main)
