@@ -1,7 +1,8 @@
 """Training paired models with accelerate: the CLIP-conditioned DiT (docs/methods.md §6) or the pix2pix baseline.
 
     python -m dit_translate train --config presets/X.toml --data DIR --out DIR [--max-steps N]
-    accelerate launch -m dit_translate train ...        # several GPUs / nodes, same code
+    accelerate launch --multi_gpu --num_processes N -m dit_translate train ...   # several GPUs / nodes
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m dit_translate train ...  # several CPU processes (gloo)
 
 DiT loss (weights, cut and CLIP reference are preset fields; the paper confirms only the three terms)::
 
