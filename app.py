@@ -49,6 +49,8 @@ except ImportError:  # pragma: no cover - spaces is in requirements, but keep th
 
 MAX_SEED = 2**31 - 1
 MAX_FILE_SIZE = "20mb"
+OUTPUT_MAX_SIDE = 2048
+"""Results are shown and downloaded at the input's size, up to this longer side (a 16 MP upload gives 2048 px)."""
 MAX_PIXELS = 16_000_000
 """Largest image the app accepts (declared width * height; the core's own limit is ``images.DEFAULT_MAX_PIXELS``):
 a few-KB file may declare 40 MP, and each costs hundreds of MB to decode."""
@@ -162,9 +164,8 @@ def _deadline(endpoint: str) -> api.Deadline:
 
 
 def _present(image, original):
-    """A result tensor (1, 3, h, w) in [-1, 1] -> PIL at the input's aspect ratio (working scale)."""
-    out = images.to_pil(image)
-    return sizes.restore_aspect(out, original.size, max_side=max(out.size))
+    """A result tensor (1, 3, h, w) in [-1, 1] -> PIL at the input's size (longer side at most OUTPUT_MAX_SIDE)."""
+    return sizes.output_image(images.to_pil(image), original.size, "input", max_side=OUTPUT_MAX_SIDE)
 
 
 def _require(**knobs) -> None:

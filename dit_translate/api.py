@@ -186,7 +186,7 @@ def _edit(request: EditRequest, img: Image.Image, loaded: Loaded, progress: Prog
         source = prepare_source(img, loaded, request.size)
         result = _run_edit(request, loaded, source, progress)
     result.metrics["ssim_to_source"] = metrics.ssim(result.image, source)
-    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source)
+    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, source=source, input_size=img.size)
     return result
 
 
@@ -307,7 +307,7 @@ def _guide(request: GuideRequest, text: str, img: Image.Image, style_img: Image.
             r.metrics["ssim_to_source"] = metrics.ssim(r.image, source)
             result.metrics[f"guidance_loss_{name}"] = float(loss)
     result.metrics["ssim_to_source_ddim"] = baseline.metrics["ssim_to_source"]
-    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained,
+    result.extras.update(preset=loaded.preset.name, untrained=loaded.untrained, input_size=img.size,
                          untrained_guidance=sorted(guidance_models.untrained), source=source, ddim=baseline,
                          mode="text" if text else "image", variant=request.variant, steps=config.steps)
     return result
@@ -351,6 +351,7 @@ def _translate(img: Image.Image, loaded: LoadedPaired, progress: Progress | None
         result.metrics["clip_to_source"] = metrics.clip_image_similarity(
             result.image.to(models.device), source.to(models.device), models.clip.embed_image)
     result.extras.update(preset=models.name, untrained=loaded.untrained, clip_untrained=models.clip_untrained,
+                         input_size=img.size,
                          source=source)
     return result
 

@@ -128,6 +128,20 @@ def restore_aspect(
     return resize_to(out_img, (width, height))
 
 
+OUTPUT_SIZES = ("input", "working")
+
+
+def output_image(out_img: Image.Image, original_size: tuple[int, int], output_size: str = "input",
+                 max_side: int | None = None) -> Image.Image:
+    """The image to write: the result brought back to the input's size (``"input"``; the longer side at most
+    ``max_side`` when given), or the model's own pixels at the working size (``"working"``)."""
+    if output_size not in OUTPUT_SIZES:
+        raise ValueError(f"output size must be one of {', '.join(OUTPUT_SIZES)}, got {output_size!r}")
+    if output_size == "working":
+        return out_img.copy()
+    return restore_aspect(out_img, original_size, max_side=max_side)
+
+
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     width, height = (int(v) for v in size)
     if width < 1 or height < 1:

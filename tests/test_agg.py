@@ -201,7 +201,7 @@ def test_guide_cli_runs_end_to_end_on_a_real_photo(tmp_path, random_sd_folder, m
 
     out = tmp_path / "out.png"
     code = main(["guide", "--image", str(EXAMPLES / "chelsea.jpg"), *mode, "--model", str(random_sd_folder),
-                 "--steps", "10", "--seed", "3", "--out", str(out), "--json"])
+                 "--steps", "10", "--seed", "3", "--output-size", "working", "--out", str(out), "--json"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     metrics = payload["metrics"]

@@ -23,7 +23,7 @@ def photo_file(tmp_path_factory):
 def test_edit_json_and_output(tmp_path, photo_file, random_sd_folder, capsys):
     out = tmp_path / "out.png"
     code = main(["edit", "--method", "correct", "--image", str(photo_file), "--prompt", "a comic drawing",
-                 "--model", str(random_sd_folder), "--strength", "0.5", "--steps", "6", "--out", str(out), "--json"])
+                 "--model", str(random_sd_folder), "--strength", "0.5", "--steps", "6", "--output-size", "working", "--out", str(out), "--json"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert payload["method"] == "correct-released" and payload["nfe"] == 2 * 3 + 1

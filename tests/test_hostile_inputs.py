@@ -569,7 +569,7 @@ def test_cli_process_usage_error_is_one_line(tmp_path, clean_tmp):
 def test_cli_process_long_prompt_works_and_leaves_no_temp_files(tmp_path, clean_tmp):
     out = tmp_path / "out.png"
     proc = _run_cli(["edit", "--method", "correct", "--image", str(_photo_file(tmp_path)), "--prompt",
-                     LONG_PROMPT + "🐱 猫", "--steps", "2", "--out", str(out), "--json"], clean_tmp)
+                     LONG_PROMPT + "🐱 猫", "--steps", "2", "--output-size", "working", "--out", str(out), "--json"], clean_tmp)
     assert proc.returncode == 0, proc.stderr
     assert "tokens long; truncated to the text encoder's 77" in proc.stderr and "Traceback" not in proc.stderr
     from dit_translate.images import load_image

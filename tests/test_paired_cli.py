@@ -34,7 +34,7 @@ def test_train_writes_a_checkpoint_folder(trained):
 def test_translate_json_and_output(trained, ab_data, tmp_path, capsys):
     out = tmp_path / "o.png"
     assert main(["translate", "--image", str(ab_data / "p0.png"), "--checkpoint", str(trained / "dit"),
-                 "--steps", "3", "--seed", "1", "--out", str(out), "--json"]) == 0
+                 "--steps", "3", "--seed", "1", "--output-size", "working", "--out", str(out), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert payload["method"] == "dit" and payload["nfe"] == 6 and payload["device"] == "cpu"
     assert payload["size"] == [32, 16] and Image.open(out).size == (32, 16)  # 64x32 AB image, aspect kept
@@ -51,7 +51,7 @@ def test_translation_fits_images_to_the_presets_working_size(tmp_path, tiny_clip
     assert json.loads((tmp_path / "dit" / "paired.json").read_text())["defaults"]["size"] == 48
     out = tmp_path / "o.png"
     assert main(["translate", "--image", str(ab_data / "p0.png"), "--checkpoint", str(tmp_path / "dit"),
-                 "--steps", "2", "--out", str(out), "--json"]) == 0
+                 "--steps", "2", "--output-size", "working", "--out", str(out), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert payload["size"] == [48, 24] and Image.open(out).size == (48, 24)  # 64x32 source, longer side 48
 
@@ -79,7 +79,7 @@ def test_translate_tiny_dit_falls_back_to_a_labelled_untrained_model(tmp_path, a
     monkeypatch.setattr(store, "_default", None)
     out = tmp_path / "o.png"
     assert main(["translate", "--image", str(ab_data / "p1.png"), "--preset", str(tiny_dit_without_weights),
-                 "--steps", "2", "--out", str(out), "--json"]) == 0
+                 "--steps", "2", "--output-size", "working", "--out", str(out), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out.strip().splitlines()[-1])["untrained"] is True
     assert "UNTRAINED random model" in captured.err and Image.open(out).size == (96, 48)  # the preset's working size

@@ -52,6 +52,21 @@ def test_translate_and_the_cli_take_size(tmp_path, capsys):
     out = tmp_path / "out.png"
     assert main(["edit", "--method", "sdedit", "--image", COFFEE, "--prompt", "a comic drawing", "--steps", "2",
                  "--size", "48", "--out", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["size"] == [48, 32]
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert payload["size"] == [48, 32] and payload["output_size"] == [600, 400]  # worked at 48 px, written at 600
+    with Image.open(out) as im:
+        assert im.size == (600, 400)
+    assert main(["edit", "--method", "sdedit", "--image", COFFEE, "--prompt", "a comic drawing", "--steps", "2",
+                 "--size", "48", "--output-size", "working", "--out", str(out)]) == 0
     with Image.open(out) as im:
         assert im.size == (48, 32)
+
+
+def test_the_app_shows_and_offers_results_at_the_input_size():
+    import app
+
+    gallery, _, files, _ = app.run_editing(COFFEE, "a comic drawing", "tiny", 0.5, 2, 5.0, 0, ["sdedit"],
+                                           "released", 0, 0)
+    for path in [g[0] for g in gallery] + list(files):
+        with Image.open(path) as im:
+            assert im.size == (600, 400)  # the 96 px working result brought back to the upload's size

@@ -51,6 +51,23 @@ def store_for(args: argparse.Namespace):
     return default_store() if dtype == "auto" else ModelStore(dtype=dtype)
 
 
+def add_output_size(p: argparse.ArgumentParser) -> None:
+    """``--output-size``: the written image at the input's size (default) or the model's working size."""
+    p.add_argument("--output-size", default="input", choices=("input", "working"),
+                   help="write the result at the input's size (default; brought back up from the working size) "
+                        "or at the working size")
+
+
+def write_result(result, args: argparse.Namespace) -> tuple[int, int]:
+    """Save ``result.image`` to ``args.out`` at ``args.output_size``; returns the written (width, height)."""
+    from dit_translate.images import save_image, to_pil
+    from dit_translate.sizes import output_image
+
+    img = output_image(to_pil(result.image), result.extras["input_size"], args.output_size)
+    save_image(img, args.out)
+    return img.size
+
+
 def runs_on(store) -> dict[str, str]:
     """The ``--json`` fields saying where a command ran: ``{"device": "cpu", "dtype": "float32"}``."""
     return {"device": str(store.device), "dtype": str(store.dtype).removeprefix("torch.")}

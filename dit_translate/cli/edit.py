@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from dit_translate.cli.common import add_dtype, positive_int, runs_on, store_for, tqdm_progress, warn
+from dit_translate.cli.common import (
+    add_dtype,
+    add_output_size,
+    positive_int,
+    runs_on,
+    store_for,
+    tqdm_progress,
+    warn,
+    write_result,
+)
 from dit_translate.methods.variants import CORRECTION, DEFAULT_CORRECTION
 
 
@@ -33,13 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the preset's; with --model, the model's own)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
+    add_output_size(p)
     add_dtype(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dit_translate import api
-    from dit_translate.images import check_destination, save_image, to_pil
+    from dit_translate.images import check_destination
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     request = api.EditRequest(
@@ -60,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
                       progress=None if args.json else tqdm_progress())
     if result.extras.get("untrained"):
         warn(f"preset {args.preset!r} runs on UNTRAINED random weights (tiny world not trained yet)")
-    save_image(to_pil(result.image), args.out)
+    written = write_result(result, args)
     if args.json:
-        print(json.dumps({**result.to_json(), **runs_on(store)}))
+        print(json.dumps({**result.to_json(), **runs_on(store), "output_size": list(written)}))
     else:
         print(f"{result.method}: {result.seconds:.2f} s, {result.nfe} U-Net evaluations, "
               f"SSIM to source {result.metrics['ssim_to_source']:.3f} -> {args.out}")

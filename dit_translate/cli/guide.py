@@ -7,7 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from dit_translate.cli.common import add_dtype, positive_int, runs_on, store_for, tqdm_progress, warn
+from dit_translate.cli.common import (
+    add_dtype,
+    add_output_size,
+    positive_int,
+    runs_on,
+    store_for,
+    tqdm_progress,
+    warn,
+    write_result,
+)
 from dit_translate.methods.variants import AGG, DEFAULT_AGG
 
 
@@ -29,13 +38,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the preset's; with --model, the model's own)")
     p.add_argument("--out", required=True, help="output image path (the AGG result)")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
+    add_output_size(p)
     add_dtype(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dit_translate import api
-    from dit_translate.images import check_destination, save_image, to_pil
+    from dit_translate.images import check_destination
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     request = api.GuideRequest(text=args.text, source_text=args.source_text, style_image=args.style_image,
@@ -48,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
         warn(f"preset {args.preset!r} runs on UNTRAINED random weights (tiny world not trained yet)")
     if result.extras["untrained_guidance"]:
         warn(f"guidance models {', '.join(result.extras['untrained_guidance'])} are UNTRAINED random stand-ins")
-    save_image(to_pil(result.image), args.out)
+    written = write_result(result, args)
     m, ddim = result.metrics, result.extras["ddim"]
     if args.json:
-        print(json.dumps({**result.to_json(), **runs_on(store),
+        print(json.dumps({**result.to_json(), **runs_on(store), "output_size": list(written),
                           "baseline": {k: v for k, v in ddim.to_json().items() if k in ("method", "seconds", "nfe")}}))
     else:
         print(f"agg: {result.seconds:.2f} s, {result.nfe} U-Net evaluations; guidance loss {m['guidance_loss_agg']:.3f} "

@@ -10,7 +10,16 @@ import json
 import sys
 from pathlib import Path
 
-from dit_translate.cli.common import add_dtype, positive_int, runs_on, store_for, tqdm_progress, warn
+from dit_translate.cli.common import (
+    add_dtype,
+    add_output_size,
+    positive_int,
+    runs_on,
+    store_for,
+    tqdm_progress,
+    warn,
+    write_result,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the checkpoint's)")
     p.add_argument("--out", required=True, help="output image path")
     p.add_argument("--json", action="store_true", help="print one JSON object with timings and metrics")
+    add_output_size(p)
     add_dtype(p)
     p.set_defaults(func=cmd_translate)
 
@@ -59,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from dit_translate import api
-    from dit_translate.images import check_destination, save_image, to_pil
+    from dit_translate.images import check_destination
 
     check_destination(args.out)  # an unwritable format or a folder fails before the work, not after
     store = store_for(args)
@@ -70,9 +80,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         warn(f"checkpoint {result.extras['preset']!r} is an UNTRAINED random model (tiny world not trained yet)")
     elif result.extras["clip_untrained"]:
         warn("this checkpoint is conditioned on an UNTRAINED random CLIP")
-    save_image(to_pil(result.image), args.out)
+    written = write_result(result, args)
     if args.json:
-        print(json.dumps({**result.to_json(), **runs_on(store), "untrained": result.extras["untrained"]}))
+        print(json.dumps({**result.to_json(), **runs_on(store), "output_size": list(written),
+                          "untrained": result.extras["untrained"]}))
     else:
         print(f"{result.method}: {result.seconds:.2f} s, {result.nfe} network evaluations, "
               f"SSIM to source {result.metrics['ssim_to_source']:.3f} -> {args.out}")
