@@ -30,6 +30,30 @@ def models(random_sd_folder):
 
 
 @pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """An UNTRAINED tiny open_clip model (``untrained.build_random_clip``) as a ``ClipEncoder``."""
+    import open_clip
+
+    from dit_translate.encoders import ClipEncoder
+    from dit_translate.untrained import build_random_clip
+
+    name = f"local-dir:{build_random_clip(tmp_path_factory.mktemp('clip') / 'clip')}"
+    return ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), "tiny")
+
+
+@pytest.fixture(scope="session")
+def dino(tmp_path_factory):
+    """An UNTRAINED tiny timm ViT (``untrained.build_random_dino``) as a ``DinoEncoder``."""
+    import timm
+
+    from dit_translate.encoders import DinoEncoder
+    from dit_translate.untrained import build_random_dino
+
+    folder = build_random_dino(tmp_path_factory.mktemp("dino") / "dino")
+    return DinoEncoder.from_model(timm.create_model(f"local-dir:{folder}", pretrained=True), "tiny")
+
+
+@pytest.fixture(scope="session")
 def photo():
     """A real photo (scikit-image's public-domain astronaut), 32x32, as (1, 3, 32, 32) in [-1, 1]."""
     from skimage import data

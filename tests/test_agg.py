@@ -14,7 +14,7 @@ from dit_translate.diffusion.ddim import (
     output_to_eps,
     predict_x0,
 )
-from dit_translate.encoders import ClipEncoder, DinoEncoder
+from dit_translate.encoders import DinoEncoder
 from dit_translate.methods.agg import (
     AGGConfig,
     agg,
@@ -25,18 +25,10 @@ from dit_translate.methods.agg import (
 )
 from dit_translate.methods.losses import image_guidance, text_guidance
 from dit_translate.presets import load_preset
-from dit_translate.untrained import build_random_clip, build_random_dino
+from dit_translate.untrained import build_random_dino
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 TEXT = "a comic drawing of an astronaut"
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    import open_clip
-
-    name = f"local-dir:{build_random_clip(tmp_path_factory.mktemp('clip') / 'clip')}"
-    return ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), "tiny")
 
 
 @pytest.fixture(scope="module")

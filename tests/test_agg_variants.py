@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dit_translate.encoders import ClipEncoder, DinoEncoder
 from dit_translate.methods.agg import AGGConfig, agg, min_steps_for_edit, refine_bias
 from dit_translate.methods.agg_inversion import invert_with_x0_adm
 from dit_translate.methods.agg_variants import variant_config
@@ -16,23 +15,6 @@ from dit_translate.methods.losses import (
     imagenet_templates,
     text_embedding,
 )
-from dit_translate.untrained import build_random_clip, build_random_dino
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    import open_clip
-
-    name = f"local-dir:{build_random_clip(tmp_path_factory.mktemp('clip') / 'clip')}"
-    return ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), "tiny")
-
-
-@pytest.fixture(scope="module")
-def dino(tmp_path_factory):
-    import timm
-
-    folder = build_random_dino(tmp_path_factory.mktemp("dino") / "dino")
-    return DinoEncoder.from_model(timm.create_model(f"local-dir:{folder}", pretrained=True), "tiny")
 
 
 def _quadratic(target: torch.Tensor):

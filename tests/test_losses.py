@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dit_translate.encoders import ClipEncoder, DinoEncoder, fit_square
+from dit_translate.encoders import fit_square
 from dit_translate.methods.losses import (
     TEMPLATES,
     clip_direction,
@@ -16,24 +16,6 @@ from dit_translate.methods.losses import (
     text_embedding,
     text_guidance,
 )
-from dit_translate.untrained import build_random_clip, build_random_dino
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    import open_clip
-
-    folder = build_random_clip(tmp_path_factory.mktemp("clip") / "clip")
-    name = f"local-dir:{folder}"
-    return ClipEncoder.from_model(open_clip.create_model(name), open_clip.get_tokenizer(name), "tiny")
-
-
-@pytest.fixture(scope="module")
-def dino(tmp_path_factory):
-    import timm
-
-    folder = build_random_dino(tmp_path_factory.mktemp("dino") / "dino")
-    return DinoEncoder.from_model(timm.create_model(f"local-dir:{folder}", pretrained=True), "tiny")
 
 
 def test_structure_and_range_losses_on_hand_made_tensors():
