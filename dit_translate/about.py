@@ -22,6 +22,7 @@ from dit_translate.presets import (
     load_preset,
 )
 from dit_translate.refs import LOCAL_DIR
+from dit_translate.runtime import hub_offline
 from dit_translate.store import availability
 
 if TYPE_CHECKING:
@@ -103,9 +104,8 @@ def preset_options(kinds: tuple[str, ...] = MODEL_KINDS) -> list[tuple[str, str]
 
 
 def _status(a) -> str:
-    if not a.ok:
-        return "weights missing"
-    return "UNTRAINED fallback" if a.untrained else "available"
+    return {"not here": "not cached" if hub_offline() else "weights missing", "UNTRAINED": "UNTRAINED fallback",
+            "downloads": "downloads on first use", "here": "weights here"}[a.state]
 
 
 def preset_summary(name: str, device: str) -> str:

@@ -154,7 +154,7 @@ def _spec_status(spec: str, kind: str, preset: Preset) -> Availability:
         return Availability(True, f"{kind} {spec} cached")
     if hub_offline():
         return Availability(False, f"{kind} {spec} not cached")
-    return Availability(True, f"{kind} {spec} downloads on first use")
+    return Availability(True, f"{kind} {spec} not cached, downloads on first use", downloads=True)
 
 
 def guidance_availability(preset: Preset) -> Availability:
@@ -166,7 +166,7 @@ def guidance_availability(preset: Preset) -> Availability:
     if spec.dino is not None:
         status.append(_spec_status(spec.dino, "dino", preset))
     return Availability(all(a.ok for a in status), ", ".join(a.detail for a in status),
-                        untrained=any(a.untrained for a in status))
+                        untrained=any(a.untrained for a in status), downloads=any(a.downloads for a in status))
 
 
 # ---- a paired preset's CLIP tower ------------------------------------------------------------------

@@ -41,7 +41,8 @@ def availability(preset: Preset) -> Availability:
     if preset.guidance is None:
         return model
     guidance = guidance_availability(preset)
-    return Availability(model.ok, f"{model.detail}; guidance: {guidance.detail}", model.untrained)
+    return Availability(model.ok, f"{model.detail}; guidance: {guidance.detail}", model.untrained,
+                        model.downloads or guidance.downloads)
 
 
 @dataclass

@@ -41,6 +41,15 @@ class Availability:
     ok: bool
     detail: str
     untrained: bool = False
+    downloads: bool = False
+    """Not cached: loads only by downloading from the Hub on first use (online)."""
+
+    @property
+    def state(self) -> str:
+        """One word or two for a person: "here", "downloads" (on first use), "UNTRAINED" or "not here"."""
+        if not self.ok:
+            return "not here"
+        return "UNTRAINED" if self.untrained else "downloads" if self.downloads else "here"
 
 
 # ---- checking what is on disk ---------------------------------------------------------------------
@@ -126,7 +135,8 @@ def model_availability(preset: Preset) -> Availability:
         return Availability(True, f"in the Hugging Face cache ({preset.model})")
     if hub_offline():
         return Availability(False, f"not cached and HF_HUB_OFFLINE=1 ({preset.model})")
-    return Availability(True, f"downloads {preset.model} from the Hugging Face Hub on first use")
+    return Availability(True, f"not cached: downloads {preset.model} from the Hugging Face Hub on first use",
+                        downloads=True)
 
 
 def resolve_folder(preset: Preset) -> tuple[Path, bool]:

@@ -85,3 +85,18 @@ def test_presets_command_lists_availability(capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["sd15"]["available"] is False and rows["tiny"]["available"] is True
     assert rows["tiny"]["untrained"] is False  # the shipped tiny world
+    assert (rows["sd15"]["state"], rows["tiny"]["state"]) == ("not here", "here")  # offline, not cached
+    assert rows["tiny-dit"]["kind"] == "dit" and rows["tiny-dit"]["state"] == "here"  # paired presets are listed
+
+
+def test_presets_online_say_the_weights_download_on_first_use(capsys, monkeypatch):
+    """Never "available" for weights that are not here: online and not cached they read "downloads"."""
+    from dit_translate import guidance, weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(weights, "cached_snapshot", lambda preset: None)
+    monkeypatch.setattr(guidance, "_cached", lambda repo, files: False)
+    assert main(["presets", "--json"]) == 0
+    sd15 = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["sd15"]
+    assert sd15["state"] == "downloads" and sd15["downloads"] is True
+    assert sd15["detail"].startswith("not cached: downloads stable-diffusion-v1-5/stable-diffusion-v1-5")

@@ -13,17 +13,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dit_translate.presets import list_presets
+    from dit_translate.presets import MODEL_KINDS, PAIRED_KINDS, list_presets
     from dit_translate.store import availability
 
-    rows = [(p.name, p.kind, availability(p), p.description) for p in list_presets()]
+    rows = [(p.name, p.kind, availability(p), p.description) for p in list_presets(MODEL_KINDS + PAIRED_KINDS)]
     if args.json:
-        print(json.dumps([{"name": n, "kind": k, "available": a.ok, "untrained": a.untrained,
-                           "detail": a.detail, "description": d}
+        print(json.dumps([{"name": n, "kind": k, "available": a.ok, "state": a.state, "untrained": a.untrained,
+                           "downloads": a.downloads, "detail": a.detail, "description": d}
                           for n, k, a, d in rows]))
         return 0
     width = max(len(n) for n, *_ in rows)
     print(f"{'name':<{width}}  {'kind':<16}  {'weights':<9}  detail")
     for name, kind, avail, _ in rows:
-        print(f"{name:<{width}}  {kind:<16}  {'yes' if avail.ok else 'no':<9}  {avail.detail}")
+        print(f"{name:<{width}}  {kind:<16}  {avail.state:<9}  {avail.detail}")
     return 0
