@@ -16,7 +16,15 @@ no model code):
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from typing import Any
+
+# torch creates ``$TMPDIR/torchinductor_<user>`` when it is imported unless this names another folder; keep its
+# compile cache in the user's cache folder instead of leaving a folder in the shared temp dir (set before any
+# torch import: the CLI and the app import this package first).
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dit-translate" / "torchinductor"))
 
 _EXPORTS = {
     "DiffusionModels": "dit_translate.diffusion.models",

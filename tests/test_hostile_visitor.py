@@ -194,6 +194,23 @@ def test_cli_process_undecodable_bytes_are_one_line(tmp_path, command):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_cli_leaves_no_torchinductor_folder_in_tmpdir(tmp_path):
+    """Finding 13: importing torch created ``$TMPDIR/torchinductor_<user>``; the variable that would hide this is
+    removed from the environment here, and the cache goes to ``$XDG_CACHE_HOME/dit-translate``."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    tmp, cache = tmp_path / "tmp", tmp_path / "cache"
+    tmp.mkdir()
+    env.update(TMPDIR=str(tmp), XDG_CACHE_HOME=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "dit_translate", "edit", "--method", "sdedit", "--prompt", "a comic",
+                           "--steps", "2", "--image", str(_photo_file(tmp_path)), "--out", str(tmp_path / "o.png")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp.iterdir()) == []
+    code = "import dit_translate, os; print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert probe.stdout.strip() == str(cache / "dit-translate" / "torchinductor")
+
+
 # --------------------------------------------------------------------------- 6, 11. the output folder
 
 
