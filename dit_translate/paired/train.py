@@ -109,7 +109,7 @@ class DiTRecipe(Recipe):
         self.latents = LatentCache.build(dataset, self.codec, self.accelerator.device, self.train_spec.batch_size,
                                          progress=progress and self.accelerator.is_main_process)
 
-    def losses(self, batch: Batch, g: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The loss of one micro-batch and its parts (see the module docstring).
 
         Every random draw of a sample (its latent's posterior sample, timestep, noise, condition dropout) comes
@@ -157,7 +157,7 @@ class DiTRecipe(Recipe):
 
     def update(self, batches: list[Batch], generator: torch.Generator) -> dict[str, float]:
         self.modules["dit"].train()
-        logs = self.accumulate("dit", batches, lambda batch: self.losses(batch, generator))
+        logs = self.accumulate("dit", batches, self.losses)
         self.step("dit")
         if self.ema is not None:
             self.ema.step(self.net().parameters())
