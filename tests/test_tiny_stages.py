@@ -179,3 +179,21 @@ def test_training_hours_schedule_two_chains_on_two_cores(tmp_path):
     cards["sd"]["sd_last"] = {"seconds": "7000"}
     (tmp_path / "sd" / "eval.json").write_text(json.dumps(cards["sd"]))
     assert training_hours(tmp_path)["two_cores"] == 4000 + 6000 + 1500  # after the DiT: 7500 < 7000 + 1500
+
+
+def test_stage_two_starts_from_an_exported_folder(tmp_path):
+    """``SDTrainConfig.init``: a later session continues from the shipped U-Net and text encoder (any crop size)."""
+    from dit_translate.tiny.models import make_text_encoder, make_train_scheduler, make_unet
+    from dit_translate.tiny.train_sd import NoisePrediction, init_from_folder
+
+    torch.manual_seed(1)
+    make_unet().save_pretrained(tmp_path / "sd" / "unet", safe_serialization=True)
+    make_text_encoder().save_pretrained(tmp_path / "sd" / "text_encoder", safe_serialization=True)
+    torch.manual_seed(2)
+    module = NoisePrediction(make_unet(sample_size=32), make_text_encoder(), make_train_scheduler())
+    before = module.unet.conv_in.weight.clone()
+    init_from_folder(module, tmp_path / "sd")
+    saved = make_unet().__class__.from_pretrained(tmp_path / "sd" / "unet", use_safetensors=True)
+    assert not torch.equal(before, module.unet.conv_in.weight)
+    assert all(torch.equal(a, b) for a, b in zip(module.unet.state_dict().values(), saved.state_dict().values()))
+    assert module.unet.config.sample_size == 32  # the new crop size's latents, the shipped weights
