@@ -33,7 +33,7 @@ from dit_translate.methods.correction import DEFAULT_FEATURES as CORRECTION_FEAT
 from dit_translate.methods.correction import VARIANTS, correct
 from dit_translate.methods.pnp import DEFAULT_FEATURES as PNP_FEATURES
 from dit_translate.methods.pnp import NEGATIVE_PROMPT as PNP_NEGATIVE
-from dit_translate.methods.pnp import pnp
+from dit_translate.methods.pnp import default_inversion_steps, pnp
 from dit_translate.methods.sdedit import sdedit
 from dit_translate.methods.variants import AGG as AGG_VARIANTS
 from dit_translate.methods.variants import DEFAULT_AGG, DEFAULT_CORRECTION
@@ -201,10 +201,8 @@ def _run_edit(request: EditRequest, loaded: Loaded, source: torch.Tensor,
     if request.method == "pnp":
         strength = 1.0 if request.strength is None else request.strength
         inversion_steps = request.inversion_steps
-        if inversion_steps is None:  # the preset's grid where it holds every sampling timestep, else the sampling grid
-            run = loaded.models.steps(common["steps"]).tail(strength)
-            grid = loaded.models.steps(d.pnp_inversion_steps)
-            inversion_steps = d.pnp_inversion_steps if set(run.timesteps) <= set(grid.timesteps) else common["steps"]
+        if inversion_steps is None:
+            inversion_steps = default_inversion_steps(loaded.models, d.pnp_inversion_steps, common["steps"], strength)
         return pnp(
             loaded.models, source, request.prompt,
             inversion_steps=inversion_steps, inversion_prompt=request.inversion_prompt or "",

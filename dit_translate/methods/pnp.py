@@ -48,14 +48,25 @@ DEFAULT_FEATURES = FeatureSet(
 NEGATIVE_PROMPT = "ugly, blurry, black, low res, unrealistic"
 
 
+def grid_holds(models: DiffusionModels, inversion_steps: int, run: Steps) -> bool:
+    """Whether the ``inversion_steps`` grid contains every timestep of the sampling ``run``."""
+    return set(run.timesteps) <= set(models.steps(inversion_steps).timesteps)
+
+
 def compatible_inversion_steps(models: DiffusionModels, run: Steps, at_least: int = 1) -> int:
     """The smallest inversion grid size >= ``at_least`` whose timesteps include every timestep of ``run``
     (the model's finest grid always does)."""
     finest = max_steps(models.scheduler.config)
     for n in range(max(1, min(at_least, finest)), finest + 1):
-        if set(run.timesteps) <= set(models.steps(n).timesteps):
+        if grid_holds(models, n, run):
             return n
     return finest
+
+
+def default_inversion_steps(models: DiffusionModels, preferred: int, steps: int, strength: float) -> int:
+    """``preferred`` (a preset's grid) where it holds every sampling timestep of ``steps`` at ``strength``, else the
+    sampling grid ``steps`` itself (which always does)."""
+    return preferred if grid_holds(models, preferred, models.steps(steps).tail(strength)) else steps
 
 
 def pnp(
